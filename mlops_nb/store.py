@@ -84,12 +84,12 @@ def _copy_template(template, db_path, artifact_root):
 
 # %% ../nbs/02_store.ipynb #43b3b05b
 def ensure_store(settings:Settings|None=None):  # Resolved settings; default: `resolve_settings()`
-    "Make sure the store exists; for the embedded store, create `.mlops/` from the template when missing."
+    "Check the store can be reached; for the embedded store, create `.mlops/` from the template when missing."
     t0 = time.perf_counter()
     s = settings or resolve_settings()
+    check_store(s)  # a dead server fails here in seconds, not after MLflow's minutes of retries
     if not s.is_embedded:
         return StoreInfo(redact_uri(s.tracking_uri), None, s.artifact_root, False, time.perf_counter()-t0)
-    check_store(s)
     db_path = Path(s.tracking_uri[len('sqlite:///'):])
     created = False
     if db_path.exists():

@@ -1,0 +1,42 @@
+"""Shared fixtures: every test gets its own project folder and a clean environment; store templates are built once."""
+import os, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope='session')
+def cache_dir(tmp_path_factory):
+    "A per-session cache, so the migrated store template is built once per test session, not per test."
+    return tmp_path_factory.mktemp('mlops-nb-cache')
+
+
+@pytest.fixture
+def env(monkeypatch, cache_dir):
+    "The process environment without any mlops_nb or MLflow setting, and with the session cache."
+    for k in list(os.environ):
+        if k.startswith(('MLOPS_NB_', 'MLFLOW_')): monkeypatch.delenv(k)
+    monkeypatch.setenv('MLOPS_NB_CACHE_DIR', str(cache_dir))
+    return os.environ
+
+
+@pytest.fixture
+def project(tmp_path, env, monkeypatch):
+    "An empty user project (a folder with a pyproject.toml), as the working directory."
+    p = tmp_path/'proj'
+    p.mkdir()
+    (p/'pyproject.toml').write_text('[project]\nname = "demo-project"\n')
+    monkeypatch.chdir(p)
+    return p
+
+
+def mlops_nb_cli(*args, cwd=None, env=None, timeout=120, check=False):
+    "Run the installed `mlops-nb` console script, as a user would."
+    exe = shutil.which('mlops-nb', path=str(BIN)) or shutil.which('mlops-nb')
+    assert exe, "the mlops-nb console script is not installed: pip install -e ."
+    r = subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check: assert r.returncode == 0, f"mlops-nb {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+    return r

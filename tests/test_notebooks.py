@@ -1,0 +1,26 @@
+"""The notebooks are the source and the first tests: run each with `nbdev-test`, slow and integration cells included."""
+import subprocess, sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p.name for p in (REPO/'nbs').glob('*.ipynb'))
+
+
+def test_every_module_has_a_notebook():
+    import tomllib, re
+    exported = set()
+    for nb in NOTEBOOKS:
+        m = re.search(r'#\|\s*default_exp\s+(\S+)', (REPO/'nbs'/nb).read_text())
+        if m: exported.add(m.group(1).strip('\\n",'))
+    modules = {p.stem for p in (REPO/'mlops_nb').glob('*.py') if not p.name.startswith('_')}
+    assert modules == exported
+
+
+@pytest.mark.parametrize('notebook', NOTEBOOKS)
+def test_notebook(notebook):
+    nbdev_test = Path(sys.executable).parent/'nbdev-test'
+    r = subprocess.run([str(nbdev_test), '--flags', 'slow integration', '--n-workers', '0', f'nbs/{notebook}'],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"nbdev-test failed on nbs/{notebook}:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
