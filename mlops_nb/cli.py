@@ -126,6 +126,8 @@ def ui_command(project_dir, port, host, timeout):
     from mlops_nb.store import ensure_store
     s = resolve_settings(project_dir=project_dir, ui_port=port)
     ensure_store(s)
+    if s.tracking_uri.startswith(('http://', 'https://')):  # a tracking server serves its own UI
+        return click.echo(f"The store is a tracking server; its UI is at {redact_uri(s.tracking_uri)}")
     chosen = _free_port(host, s.ui_port)
     if chosen is None:
         raise ConfigError(f"Bad setting `ui_port` = {s.ui_port} (from {s.sources['ui_port']}): port {s.ui_port} on {host} is in use.",
