@@ -1,5 +1,6 @@
 """Shared fixtures: every test gets its own project folder and a clean environment; store templates are built once."""
-import os, shutil, subprocess, sys
+import os, shutil, subprocess, sys, threading
+from http.server import HTTPServer, BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,15 @@ def mlops_nb_cli(*args, cwd=None, env=None, timeout=120, check=False):
     r = subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check: assert r.returncode == 0, f"mlops-nb {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
     return r
+
+
+@pytest.fixture
+def health_server():
+    "URL of a local HTTP server that answers 200 to every GET, like a tracking server's /health."
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self): self.send_response(200); self.end_headers(); self.wfile.write(b'OK')
+        def log_message(self, *a): pass
+    srv = HTTPServer(('127.0.0.1', 0), Health)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{srv.server_port}'
+    srv.shutdown(); srv.server_close()

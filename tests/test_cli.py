@@ -100,16 +100,6 @@ def test_ui_on_a_busy_port_names_the_port_and_the_fix(project):
     assert f"`ui_port` = {port} (from argument)" in r.stderr and '--port 0' in r.stderr
 
 
-def test_ui_on_a_tracking_server_points_to_its_own_ui(project):
-    from http.server import HTTPServer, BaseHTTPRequestHandler
-    import threading
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self): self.send_response(200); self.end_headers(); self.wfile.write(b'OK')
-        def log_message(self, *a): pass
-    srv = HTTPServer(('127.0.0.1', 0), Health)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        url = f'http://127.0.0.1:{srv.server_port}'
-        r = mlops_nb_cli('ui', env={**os.environ, 'MLFLOW_TRACKING_URI': url}, check=True)
-        assert f"its UI is at {url}" in r.stdout
-    finally: srv.shutdown()
+def test_ui_on_a_tracking_server_points_to_its_own_ui(project, health_server):
+    r = mlops_nb_cli('ui', env={**os.environ, 'MLFLOW_TRACKING_URI': health_server}, check=True)
+    assert f"its UI is at {health_server}" in r.stdout

@@ -1,5 +1,5 @@
 """Settings: the precedence a user relies on, and errors that name key, value, source and fix."""
-import json, os, socket, threading
+import json, os, socket
 from pathlib import Path
 
 import pytest
@@ -150,15 +150,8 @@ def test_dead_tracking_server_is_reported_with_the_fix(project):
     assert f"http://127.0.0.1:{port}" in msg and "env MLFLOW_TRACKING_URI" in msg and "mlflow server" in msg
 
 
-def test_live_http_server_passes_the_check(project):
-    from http.server import HTTPServer, BaseHTTPRequestHandler
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self): self.send_response(200 if self.path == '/health' else 404); self.end_headers(); self.wfile.write(b'OK')
-        def log_message(self, *a): pass
-    srv = HTTPServer(('127.0.0.1', 0), Health)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try: check_store(resolve_settings(env={}, tracking_uri=f'http://127.0.0.1:{srv.server_port}'))
-    finally: srv.shutdown()
+def test_live_http_server_passes_the_check(project, health_server):
+    check_store(resolve_settings(env={}, tracking_uri=health_server))
 
 
 def test_database_uri_is_checked_by_connecting_and_the_password_never_shown(project):
