@@ -23,6 +23,7 @@ Exit codes:
   3    bad setting (see `mlops-nb config`)
   4    the tracking store cannot be created or reached
   5    an optional dependency is missing
+  6    a tracking call cannot be carried out
   70   internal error: rerun with --debug and report the traceback
   130  interrupted (Ctrl-C)"""
 
