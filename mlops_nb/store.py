@@ -42,6 +42,8 @@ def build_template(dest:str|Path):  # Where to write the migrated, empty store
         SqlAlchemyStore(f"sqlite:///{tmp}", _PLACEHOLDER_ROOT).engine.dispose()
         with closing(sqlite3.connect(tmp)) as db:
             if db.execute("PRAGMA integrity_check").fetchone()[0] != 'ok': raise StoreError(f"MLflow built a corrupt store at {tmp}.")
+            # WAL: readers never block the writer, so several kernels can share one project store
+            db.execute("PRAGMA journal_mode=WAL")
         os.replace(tmp, dest)
     finally:
         log.setLevel(level)
