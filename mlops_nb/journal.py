@@ -33,7 +33,10 @@ class Journal:
 
     def write(self, line:bytes):  # One complete line, newline included
         "Append `line`; return the offset just past it."
-        os.write(self.fd, line)
+        try: os.write(self.fd, line)
+        except TypeError:
+            if self.fd is None: raise MlopsNbError(f"The journal {self.path} is closed.", fix="Start a new run.") from None
+            raise
         self.offset += len(line)
         return self.offset
 

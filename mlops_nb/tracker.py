@@ -104,7 +104,8 @@ class Tracker:
     def __init__(self,
                  settings:Settings|None=None,  # Where runs go; default: `resolve_settings()`
                  flush_interval:float=0.2,  # Seconds between flushes when the queue is small
-                 batch_size:int=20_000):  # Most records applied per store round trip
+                 batch_size:int=20_000,  # Most records applied per store round trip
+                 close_at_exit:bool=True):  # Drain and close when the interpreter exits
         self.settings = settings or resolve_settings()
         self.journal = Journal(Path(self.settings.project_dir)/'.mlops'/'journal')
         self.flush_interval, self.batch_size = flush_interval, batch_size
@@ -116,7 +117,7 @@ class Tracker:
         self._closing = self._give_up = False
         self._thread = threading.Thread(target=self._loop, name='mlops-nb-flusher', daemon=True)
         self._thread.start()
-        atexit.register(self.close)
+        if close_at_exit: atexit.register(self.close)
 
     # -- the caller's side ------------------------------------------------------------------------------------
     def log_metric(self, rid:str, key:str, value:float, step:int=0, timestamp:int|None=None):

@@ -31,7 +31,7 @@ def _tracker(settings=None):
             _end_all('FINISHED'); t.close(); t = None  # explicitly pointed elsewhere: start over
         if t is None:
             s = settings or resolve_settings()
-            t = _State.tracker = Tracker(s)
+            t = _State.tracker = Tracker(s, close_at_exit=False)  # `_shutdown` ends the runs first, then closes it
             threading.Thread(target=_replay_in_background, args=(s,), name='mlops-nb-replay', daemon=True).start()
         return t
 
