@@ -16,13 +16,10 @@ from IPython.core.magic import Magics, magics_class, line_cell_magic
 from .errors import MlopsNbError
 
 # %% ../nbs/09_magics.ipynb #e470ddff
-_WARM = ('mlflow', 'mlflow.entities', 'mlflow.store.tracking.sqlalchemy_store', 'mlflow.tracking')
-
 def _warm_up():
-    import importlib
-    for m in _WARM:
-        try: importlib.import_module(m)
-        except Exception: return
+    from mlops_nb.store import import_mlflow
+    try: import_mlflow()
+    except Exception: pass  # the first real use reports a missing MLflow properly
 
 def load_ipython_extension(ip):
     "Register `%mlops`/`%%mlops` and start importing MLflow in the background."
@@ -113,7 +110,7 @@ class MlopsMagics(Magics):
         _hook(self.shell, run.cells)
         rid = run.wait_for_id(0.4)
         if getattr(run, 'replaced', None):
-            print(f"Stopped run {run.replaced.run_id or run.replaced.name} (FINISHED) to start this one; "
+            print(f"Stopped run {run.replaced.wait_for_id(1) or run.replaced.name} (FINISHED) to start this one; "
                   f"`%mlops track --resume {run.replaced.run_id}` continues the old one instead.")
         where = f"run {rid}" if rid else "run (queued: the store is not reachable yet; calls are journaled and will sync)"
         nb = f", notebook {run.notebook}" if run.notebook else ""
@@ -129,7 +126,8 @@ class MlopsMagics(Magics):
     def _stop(self, a, cell):
         from mlops_nb import tracking as T
         run = T.stop(a.status); _unhook(self.shell)
-        print(f"Stopped run {run.run_id or run.name} ({a.status}); backlog {run.tracker.backlog}")
+        rid = run.wait_for_id(1) or f"{run.name or ''} (not in the store yet)"
+        print(f"Stopped run {rid} ({a.status}); {run.tracker.backlog} calls still on their way to the store")
 
     def _log(self, a, cell):
         from mlops_nb import tracking as T
@@ -140,6 +138,7 @@ class MlopsMagics(Magics):
 
     def _status(self, a, cell):
         from mlops_nb import tracking as T
+        if T.active_run(): T.active_run().wait_for_id(2)  # a run started a moment ago may be on its way to the store
         s = T.status()
         if not s['active'] and 'tracking_uri' not in s: return print("Not tracking. Start with `%mlops track`.")
         store = 'ok' if s['store_ok'] else 'not reached yet' if s['store_ok'] is None else f"unreachable ({s['last_error']})"

@@ -83,12 +83,13 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         if _State.runs and not nested:
             replaced = _State.runs[-1]; _end_all('FINISHED')
         parent = _State.runs[-1] if (nested and _State.runs) else None
+        experiment = experiment or (parent.experiment if parent else t.settings.experiment)
         nb, how = notebook_path(user_ns)
         rid = t.new_run_id()
-        t.record('start', run=rid, experiment=experiment or t.settings.experiment, name=name,
+        t.record('start', run=rid, experiment=experiment, name=name,
                  tags=_default_tags(nb, how) | {k: str(v) for k, v in (tags or {}).items()},
                  parent=parent.rid if parent else None, resume=resume, t=time.time())
-        run = ActiveRun(t, rid, experiment or t.settings.experiment, name, parent, nb, resume)
+        run = ActiveRun(t, rid, experiment, name, parent, nb, resume)
         run.replaced = replaced
         run.cells = CellHistory(nb)
         if system_metrics and not nested:

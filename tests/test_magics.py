@@ -1,0 +1,73 @@
+"""`%mlops` in a real IPython shell: each verb, and argument errors as UsageErrors that say what is allowed."""
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import mlops_nb as mn
+from mlops_nb import tracking
+from mlops_nb.config import resolve_settings
+from mlops_nb.store import open_client
+
+
+@pytest.fixture
+def ip(project):
+    shell = InteractiveShell.instance()
+    shell.run_line_magic('load_ext', 'mlops_nb')
+    tracking._tracker(resolve_settings())
+    yield shell
+    tracking._State.runs.clear()
+    if tracking._State.tracker: tracking._State.tracker.close(timeout=5)
+    tracking._State.tracker = None
+
+
+def test_track_log_status_stop(ip, capsys):
+    ip.run_line_magic('mlops', 'track --experiment m --name first --tag team=ml --system-metrics 0')
+    out = capsys.readouterr().out
+    assert "Tracking run" in out and "experiment 'm'" in out
+    ip.run_line_magic('mlops', 'log acc=0.75 model=lgbm --step 2')
+    assert mn.active_run().wait_for_id(60)  # the session's first store: the template is built (about 4 s)
+    ip.run_line_magic('mlops', 'status')
+    out = capsys.readouterr().out
+    assert 'run ' in out and 'backlog' in out and 'store ' in out and '/#/experiments/' in out
+    run = mn.active_run()
+    ip.run_line_magic('mlops', 'stop --status failed')
+    assert mn.sync(30)
+    r = open_client(resolve_settings()).get_run(run.run_id)
+    assert (r.info.status, r.data.params['model'], r.data.tags['team']) == ('FAILED', 'lgbm', 'ml')
+    assert r.data.metrics['acc'] == 0.75
+
+
+def test_cell_magic_runs_a_nested_run_and_keeps_the_parent(ip):
+    ip.run_line_magic('mlops', 'track --experiment m --system-metrics 0')
+    parent = mn.active_run()
+    ip.run_cell_magic('mlops', 'track --name step1', "import mlops_nb as mn\nmn.log_metric('inner', 3)")
+    assert mn.active_run() is parent
+    ip.run_line_magic('mlops', 'stop'); assert mn.sync(30)
+    c = open_client(resolve_settings())
+    child = c.search_runs([c.get_experiment_by_name('m').experiment_id], filter_string="tags.`mlflow.parentRunId` = '%s'" % parent.run_id)
+    assert [r.data.metrics for r in child] == [{'inner': 3.0}]
+
+
+def test_runs_table_lists_recent_runs_with_metrics(ip):
+    for i in range(3):
+        ip.run_line_magic('mlops', f'track --experiment tbl --name r{i} --system-metrics 0')
+        ip.run_line_magic('mlops', f'log score={i}')
+    ip.run_line_magic('mlops', 'stop'); assert mn.sync(30)
+    df = ip.run_line_magic('mlops', 'runs --last 2 --experiment tbl')
+    assert list(df['name']) == ['r2', 'r1'] and list(df['score']) == [2.0, 1.0]
+
+
+@pytest.mark.parametrize('line,needle', [
+    ('stop --status maybe', "invalid choice"),
+    ('log acc', "expected KEY=VALUE"),
+    ('frobnicate', "invalid choice: 'frobnicate'"),
+    ('track --tag novalue', "expected KEY=VALUE"),
+    ('log x=1', "No active run"),
+    ('track --experiment "unclosed', "No closing quotation"),
+])
+def test_argument_errors_are_usage_errors(ip, line, needle):
+    with pytest.raises(UsageError, match=needle): ip.run_line_magic('mlops', line)
+
+
+def test_only_track_is_a_cell_magic(ip):
+    with pytest.raises(UsageError, match="only `track` works as a cell magic"): ip.run_cell_magic('mlops', 'status', 'x = 1')
