@@ -141,6 +141,24 @@ def sustained(b, seconds, drain_timeout):
                 backlog=backlog1, rss_growth_mb=rss1 - rss0, samples=samples, journaled=journaled, rows=rows)
 
 
+def caller_store_down(b, seconds):
+    "The caller's rate with the store unreachable: nothing drains, so this is the journal + queue cost alone."
+    from mlops_nb.tracker import Tracker
+    b.n += 1; d = b.root/f'project{b.n}'; d.mkdir()
+    s = b.resolve(project_dir=d, env={}, cache_dir=str(b.cache), tracking_uri='http://127.0.0.1:9')  # discard port
+    t = Tracker(s); rid = t.new_run_id()
+    t.record('start', run=rid, experiment='bench', name='bench', tags={}, t=time.time())
+    lm, keys, n = t.log_metric, KEYS, 0
+    t0 = time.perf_counter(); end = t0 + seconds
+    while time.perf_counter() < end:
+        for i in range(n, n + 1000): lm(rid, keys[i % 10], i * 0.001, i)
+        n += 1000
+    rate = n / (time.perf_counter() - t0)
+    assert t.applied == 0 and t.store_ok is False, (t.applied, t.store_ok)
+    t.close(timeout=0)  # the journal stays for replay, in the temp folder
+    return rate
+
+
 def mlflow_peer(b, count):
     "MLflow's own client.log_batch, 1000 metrics a batch, same keys/values/steps; metrics/s including building them."
     from mlflow.entities import Metric
@@ -176,6 +194,8 @@ def main():
         gc.collect()
         su = sustained(b, a.seconds, a.drain_timeout)
         gc.collect()
+        down_s = min(a.seconds, 3); down = caller_store_down(b, down_s)
+        gc.collect()
         peer_rate, peer_s = mlflow_peer(b, a.peer_metrics or su['n'])
 
     us = lambda xs: statistics.median(xs) / 1000
@@ -195,6 +215,7 @@ def main():
     print(f"caller                 {caller:>12,.0f} metrics/s   ({n:,} metrics; journal holds {su['journaled']:,} lines)")
     print(f"  per call under load  median {us(su['samples']):.1f} us, p99 {pct(su['samples'], .99)/1000:.1f} us, "
           f"max {max(su['samples'])/1e6:.1f} ms  ({len(su['samples']):,} calls sampled)")
+    print(f"  same caller, store unreachable (nothing drains) {down:,.0f} metrics/s over {down_s:g} s")
     print(f"  queue when it stopped {su['backlog']:,} metrics, process memory +{su['rss_growth_mb']:.0f} MB")
     print(f"store, while logging   {su['applied_while_logging']/ls:>12,.0f} metrics/s   ({su['applied_while_logging']:,} applied)")
     print(f"store, drain after     {drain:>12,.0f} metrics/s   ({n - su['applied_while_logging']:,} in {su['drain_s']:.1f} s)"

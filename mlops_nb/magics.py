@@ -60,6 +60,8 @@ def _parsers():
     p = sub.add_parser('runs', help="a table of recent runs with their key metrics")
     p.add_argument('--last', type=int, default=10); p.add_argument('--experiment', '-e')
     sub.add_parser('open', help="a link to the run in the MLflow UI")
+    p = sub.add_parser('autolog', help="scikit-learn and LightGBM autologging into the active run")
+    p.add_argument('switch', choices=['on', 'off'])
     p = sub.add_parser('sync', help="push everything journaled to the store now")
     p.add_argument('--timeout', type=float, default=60)
     return top
@@ -170,6 +172,11 @@ class MlopsMagics(Magics):
         url = _link(run.tracker.settings, rid)
         from IPython.display import display, HTML
         display(HTML(f'<a href="{url}" target="_blank">{url}</a> (start the UI with <code>mlops-nb ui</code> if it is not running)'))
+
+    def _autolog(self, a, cell):
+        from mlops_nb import tracking as T
+        flavors = T.autolog(a.switch == 'on')
+        print(f"Autologging {a.switch} for {', '.join(flavors) or 'no installed flavor (scikit-learn, LightGBM)'}")
 
     def _sync(self, a, cell):
         from mlops_nb import tracking as T

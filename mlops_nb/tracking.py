@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/tracking.html.md"""
 
 # %% auto #0
 __all__ = ['ActiveRun', 'track', 'active_run', 'stop', 'log_metric', 'log_metrics', 'log_param', 'log_params', 'set_tag',
-           'log_artifact', 'status', 'sync']
+           'log_artifact', 'status', 'sync', 'autolog']
 
 # %% ../nbs/08_tracking.ipynb #0fdbe362
 import atexit, getpass, json, os, shutil, tempfile, threading, time
@@ -22,6 +22,7 @@ class _State:
     tracker:Tracker|None = None
     runs:list = []  # active runs, innermost last
     replayed:list = []  # summaries of journals replayed at start
+    autolog:dict|None = None  # MLflow's fluent API attached to one of our runs, and what to restore
     lock = threading.RLock()
 
 def _tracker(settings=None):
@@ -118,6 +119,9 @@ def stop(status:str='FINISHED',  # FINISHED, FAILED or KILLED
     with _State.lock:
         run = _active(run)
         while _State.runs and _State.runs[-1] is not run: stop(status, _State.runs[-1])
+        if _State.autolog and _State.autolog['run'] is run:
+            run.tracker.flush(10)  # what we journaled first, then MLflow's own end of the run
+            _detach_autolog(status)
         if run.sampler: run.sampler.stop()
         if run.cells and run.cells.cells and not run.parent: _record_cells(run)
         run.tracker.record('end', run=run.rid, status=status, t=time.time())
@@ -196,3 +200,41 @@ def _shutdown():
     if _State.tracker: _State.tracker.close()
 
 atexit.register(_shutdown)
+
+# %% ../nbs/08_tracking.ipynb #cf14cd18
+_FLAVORS = ('sklearn', 'lightgbm')
+
+def autolog(on:bool=True,  # Turn autologging on or off
+            timeout:float=30):  # Seconds to wait for the active run to reach the store
+    "Turn MLflow's scikit-learn and LightGBM autologging into the active run on or off; return the flavors affected."
+    import importlib, importlib.util
+    from mlops_nb.store import import_mlflow
+    mlflow = import_mlflow()
+    flavors = [f for f in _FLAVORS if importlib.util.find_spec(f)]
+    if not on:
+        for f in flavors: importlib.import_module(f'mlflow.{f}').autolog(disable=True)
+        _detach_autolog()
+        return flavors
+    run = _active()
+    rid = run.wait_for_id(timeout)
+    if rid is None: raise TrackingError("Autologging needs the run in the store, which is not reachable now.",
+                                        fix="Check `%mlops status`; turn autologging on once the store answers.")
+    _detach_autolog()
+    from mlflow.tracking._tracking_service import utils as uri_state  # MLflow keeps its URI here and in the environment
+    _State.autolog = dict(run=run, previous_uri=uri_state._tracking_uri, previous_env=os.environ.get('MLFLOW_TRACKING_URI'))
+    mlflow.set_tracking_uri(run.tracker.settings.tracking_uri)
+    mlflow.start_run(run_id=rid)
+    for f in flavors: importlib.import_module(f'mlflow.{f}').autolog(log_models=True, silent=True)
+    return flavors
+
+def _detach_autolog(status=None):
+    "Detach MLflow's fluent API from our run (leaving it RUNNING unless `status`), and restore its tracking URI."
+    state = _State.autolog
+    if not state: return
+    import mlflow
+    rid = mlflow.active_run().info.run_id if mlflow.active_run() else None
+    if rid: mlflow.end_run(status or 'FINISHED')
+    if rid and status is None: mlflow.MlflowClient().update_run(rid, status='RUNNING')  # our run goes on
+    mlflow.set_tracking_uri(state['previous_uri'])  # `None` also unsets MLFLOW_TRACKING_URI ...
+    if state['previous_env'] is not None: os.environ['MLFLOW_TRACKING_URI'] = state['previous_env']  # ... so put it back
+    _State.autolog = None
