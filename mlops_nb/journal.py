@@ -18,35 +18,62 @@ def _fcntl():
     try: import fcntl; return fcntl
     except ImportError: return None  # Windows: no liveness lock, journals are replayed by explicit `mlops-nb sync`
 
+_GROW = 16 * 2**20
+
+def _data_end(path):
+    "Length of the journal's data: the file, less a zero tail left by a crash."
+    with open(path, 'rb') as f:
+        size = f.seek(0, 2); pos = size
+        while pos > 0:
+            step = min(pos, 1 << 16); f.seek(pos - step); block = f.read(step)
+            stripped = block.rstrip(b'\0')
+            if stripped: return pos - step + len(stripped)
+            pos -= step
+    return 0
+
 class Journal:
-    "An append-only file of tracking calls, owned (and `flock`ed) by one process."
+    "An append-only, memory-mapped file of tracking calls, owned (and `flock`ed) by one process."
     def __init__(self,
                  folder:str|Path,  # The journal folder, usually `<project>/.mlops/journal`
                  name:str|None=None):  # File stem; default: a new unique name
+        import mmap
         self.folder = Path(folder); self.folder.mkdir(parents=True, exist_ok=True)
         self.name = name or f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.path = self.folder/f"{self.name}.log"
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         if (f := _fcntl()): f.flock(self.fd, f.LOCK_EX | f.LOCK_NB)
-        self.offset = os.fstat(self.fd).st_size
+        self.offset = _data_end(self.path)
+        self.capacity = self.offset + _GROW
+        os.ftruncate(self.fd, self.capacity)
+        self.mm = mmap.mmap(self.fd, self.capacity)
         if self.offset == 0: self.write_json(op='open', pid=os.getpid(), host=socket.gethostname(), t=time.time())
 
     def write(self, line:bytes):  # One complete line, newline included
         "Append `line`; return the offset just past it."
-        try: os.write(self.fd, line)
-        except TypeError:
-            if self.fd is None: raise MlopsNbError(f"The journal {self.path} is closed.", fix="Start a new run.") from None
+        end = self.offset + len(line)
+        if end > self.capacity: self._grow(end)
+        try: self.mm[self.offset:end] = line
+        except (TypeError, ValueError, AttributeError):
+            if self.mm is None: raise MlopsNbError(f"The journal {self.path} is closed.", fix="Start a new run.") from None
             raise
-        self.offset += len(line)
-        return self.offset
+        self.offset = end
+        return end
+
+    def _grow(self, end):
+        if self.mm is None: raise MlopsNbError(f"The journal {self.path} is closed.", fix="Start a new run.")
+        self.capacity = max(2 * self.capacity, end + _GROW)
+        self.mm.resize(self.capacity)
 
     def write_json(self, **record):
         "Append a `J` record."
         return self.write(b'J\t' + json.dumps(record, separators=(',', ':')).encode() + b'\n')
 
     def close(self):
-        "Release the file (and its lock)."
-        if self.fd is not None: os.close(self.fd); self.fd = None
+        "Cut the file to its data and release it (and its lock)."
+        if self.fd is None: return
+        self.mm.close(); self.mm = None
+        os.ftruncate(self.fd, self.offset)
+        os.close(self.fd); self.fd = None
 
 # %% ../nbs/05_journal.ipynb #cfc28421
 def read_journal(path:str|Path, start:int=0):  # Byte offset to start from (a line boundary)
@@ -54,7 +81,7 @@ def read_journal(path:str|Path, start:int=0):  # Byte offset to start from (a li
     with open(path, 'rb') as f:
         f.seek(start); offset = start
         for line in f:
-            if not line.endswith(b'\n'): return  # torn by a crash: never acknowledged to anyone
+            if line.startswith(b'\0') or not line.endswith(b'\n'): return  # unused space, or a line torn by a crash
             offset += len(line)
             kind, _, rest = line[:-1].partition(b'\t')
             if kind == b'M':

@@ -8,7 +8,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/tracker.html.md"""
 __all__ = ['is_transient', 'Tracker', 'replay_journals']
 
 # %% ../nbs/06_tracker.ipynb #c166811c
-import atexit, collections, os, re, threading, time
+import atexit, collections, json, os, re, threading, time
 from itertools import islice
 from pathlib import Path
 
@@ -105,16 +105,19 @@ class Tracker:
                  settings:Settings|None=None,  # Where runs go; default: `resolve_settings()`
                  flush_interval:float=0.2,  # Seconds between flushes when the queue is small
                  batch_size:int=20_000,  # Most records applied per store round trip
+                 max_queue:int=250_000,  # Most records kept in memory; beyond, they are read back from the journal
                  close_at_exit:bool=True):  # Drain and close when the interpreter exits
         self.settings = settings or resolve_settings()
         self.journal = Journal(Path(self.settings.project_dir)/'.mlops'/'journal')
-        self.flush_interval, self.batch_size = flush_interval, batch_size
+        self.flush_interval, self.batch_size, self.max_queue = flush_interval, batch_size, max_queue
         self._lock, self._done = threading.Lock(), threading.Condition()
         self._queue, self._wake = collections.deque(), threading.Event()
         self._keys_ok, self._params, self._n = set(), {}, 0
         self._applier = None
-        self.store_ok, self.last_error, self.applied, self.retries = None, None, 0, 0
-        self._closing = self._give_up = False
+        self.store_ok, self.last_error, self.retries = None, None, 0
+        self.logged = self.applied = 0  # records journaled / applied to the store
+        self._acked, self._spill_from = 0, None  # journal offset applied; offset from which records are only journaled
+        self._closing = self._give_up = self._urgent = False
         self._thread = threading.Thread(target=self._loop, name='mlops-nb-flusher', daemon=True)
         self._thread.start()
         if close_at_exit: atexit.register(self.close)
@@ -127,9 +130,15 @@ class Tracker:
         ts = time.time_ns() // 1_000_000 if timestamp is None else int(timestamp)
         step = int(step or 0)
         line = f"M\t{rid}\t{key}\t{value!r}\t{ts}\t{step}\n".encode()
-        with self._lock:
-            self._queue.append((self.journal.write(line), ('M', rid, key, value, ts, step)))
-        if len(self._queue) >= self.batch_size: self._wake.set()
+        with self._lock: self._enqueue(self.journal.write(line), len(line), ('M', rid, key, value, ts, step))
+        if self.logged - self.applied >= self.batch_size and self.store_ok is not False: self._wake.set()
+
+    def _enqueue(self, end, size, rec):
+        "Under `_lock`: count a journaled record and queue it, unless memory is full (then it is read back later)."
+        self.logged += 1
+        if self._spill_from is not None: return
+        if len(self._queue) < self.max_queue: self._queue.append((end, rec))
+        else: self._spill_from = end - size
 
     def _check_key(self, key):
         if not isinstance(key, str) or not key or len(key) > 250 or not _METRIC_NAME.match(key):
@@ -147,9 +156,9 @@ class Tracker:
                 raise TrackingError(f"Param `{key}` was already logged as {old!r}; MLflow params cannot change (new value {value!r}).",
                                     fix="Log the new value as a metric or tag, or start a new run.")
             self._params[rid][key] = value
-        with self._lock:
-            self._queue.append((self.journal.write_json(**rec), rec))
-        self._wake.set()
+        line = b'J\t' + json.dumps(rec, separators=(',', ':')).encode() + b'\n'
+        with self._lock: self._enqueue(self.journal.write(line), len(line), rec)
+        if self.store_ok is not False: self._wake.set()  # while the store is down, the backoff decides
         return rec
 
     def new_run_id(self):
@@ -158,7 +167,9 @@ class Tracker:
 
     # -- what has reached the store ---------------------------------------------------------------------------
     @property
-    def backlog(self): return len(self._queue)
+    def backlog(self):
+        "Calls journaled but not yet in the store."
+        return self.logged - self.applied
 
     def store_run_id(self, rid:str, timeout:float=0):  # Seconds to wait for the run to be created
         "The MLflow run id of journal run `rid`, or `None` if it is not in the store yet."
@@ -167,16 +178,16 @@ class Tracker:
             while True:
                 rid_map = self._applier.runs if self._applier else {}
                 if rid in rid_map or (left := deadline - time.monotonic()) <= 0: return rid_map.get(rid)
-                self._wake.set(); self._done.wait(left)
+                self._urgent = True; self._wake.set(); self._done.wait(left)
 
     def flush(self, timeout:float=30):  # Seconds to wait
         "Wait until everything logged so far is in the store; return False if `timeout` passed first."
         deadline = time.monotonic() + timeout
         with self._done:
-            while self._queue:
+            while self.backlog:
                 left = deadline - time.monotonic()
                 if left <= 0: return False
-                self._wake.set(); self._done.wait(min(left, 0.5))
+                self._urgent = True; self._wake.set(); self._done.wait(min(left, 0.5))
         return True
 
     # -- the background side ----------------------------------------------------------------------------------
@@ -187,16 +198,32 @@ class Tracker:
         return self._applier
 
     def _loop(self):
-        backoff = 0.0
+        backoff, next_try, again = 0.0, 0.0, False
         while True:
-            self._wake.wait(backoff or self.flush_interval); self._wake.clear()
-            if self._queue:
-                if self._flush_once(): backoff = 0.0
-                else: backoff = min(max(backoff * 2, 0.5), 30.0); self.retries += 1
-            if self._closing and (not self._queue or self._give_up): break
+            if not again: self._wake.wait(self.flush_interval); self._wake.clear()
+            again = False
+            if self.backlog and (self._urgent or time.monotonic() >= next_try):
+                self._urgent = False
+                if self._flush_once(): backoff, again = 0.0, self.backlog > 0
+                else:
+                    backoff = min(max(backoff * 2, 0.5), 30.0); next_try = time.monotonic() + backoff
+                    self.retries += 1
+            if self._closing and (not self.backlog or self._give_up): break
+
+    def _next_items(self):
+        "Up to `batch_size` records to apply next: from the queue, or read back from the journal."
+        if self._queue: return list(islice(self._queue, 0, self.batch_size)), True
+        if self._spill_from is None: return [], False
+        with self._lock: end = self.journal.offset  # lines before this are complete
+        items = []
+        for off, rec in read_journal(self.journal.path, self._acked):
+            if off > end or len(items) >= self.batch_size: break
+            if not (isinstance(rec, dict) and rec['op'] == 'open'): items.append((off, rec))
+        return items, False
 
     def _flush_once(self):
-        items = list(islice(self._queue, 0, self.batch_size))
+        items, queued = self._next_items()
+        if not items: return True
         try:
             if self.store_ok is False:
                 from mlops_nb.config import check_store
@@ -207,8 +234,12 @@ class Tracker:
             self.store_ok, self.last_error = False, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
             return False
         with self._done:
-            for _ in items: self._queue.popleft()
-            write_state(self.journal.path, items[-1][0], applier.runs)
+            if queued:
+                for _ in items: self._queue.popleft()
+            self._acked = items[-1][0]
+            with self._lock:
+                if self._spill_from is not None and not self._queue and self._acked >= self.journal.offset: self._spill_from = None
+            write_state(self.journal.path, self._acked, applier.runs)
             self.store_ok, self.applied = True, self.applied + len(items)
             self._done.notify_all()
         return True
@@ -216,16 +247,16 @@ class Tracker:
     def close(self, timeout:float=10):  # Seconds to keep trying to drain the queue
         "Stop the background thread after draining (up to `timeout`); a journal not fully applied stays for replay."
         if self._closing: return
-        self._closing = True; self._wake.set()
+        self._closing = self._urgent = True; self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive(): self._give_up = True; self._wake.set(); self._thread.join(1)
-        drained = not self._queue
+        drained = not self.backlog
         self.journal.close()
         if drained:  # everything is in the store: the journal has done its job
             for p in (self.journal.path, state_path(self.journal.path)): p.unlink(missing_ok=True)
         atexit.unregister(self.close)
 
-# %% ../nbs/06_tracker.ipynb #b14ce830
+# %% ../nbs/06_tracker.ipynb #b7ddc698
 def replay_journals(settings:Settings|None=None,  # Where runs go; default: `resolve_settings()`
                     chunk:int=20_000):  # Records per store round trip
     "Apply the journals of ended processes to the store; return one summary dict per journal replayed."

@@ -106,19 +106,26 @@ class MlflowServer:
 
 # -- an ipykernel -----------------------------------------------------------------------------------------------
 class Kernel:
-    "A real ipykernel started with jupyter_client, and a blocking client to run code in it."
-    def __init__(self, env, cwd, connection_file=None, km=None, kc=None):
-        from jupyter_client import KernelManager
-        self.km = km
-        if km is None:
-            self.km = KernelManager(kernel_name='python3', connection_file=str(connection_file))
-            self.km.start_kernel(env=env, cwd=str(cwd))
-        self.kc = kc or self.km.client()
+    "A real ipykernel (started with jupyter_client, or found through its connection file) and a blocking client for it."
+    def __init__(self, kc, km=None):
+        self.km, self.kc = km, kc
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
 
-    @property
-    def pid(self): return self.km.provisioner.process.pid
+    @classmethod
+    def start(cls, env, cwd, connection_file):
+        from jupyter_client import KernelManager
+        km = KernelManager(kernel_name='python3', connection_file=str(connection_file))
+        km.shutdown_wait_time = 30  # a graceful shutdown runs mlops_nb's atexit drain: give it time on a loaded machine
+        km.start_kernel(env=env, cwd=str(cwd))
+        try: return cls(km.client(), km)
+        except BaseException: km.shutdown_kernel(now=True); raise
+
+    @classmethod
+    def attach(cls, connection_file):
+        from jupyter_client import BlockingKernelClient
+        kc = BlockingKernelClient(connection_file=str(connection_file)); kc.load_connection_file()
+        return cls(kc)
 
     def run(self, code, timeout=60, allow_error=False):
         "Run `code`; return `{status, stdout, stderr, ename, evalue, traceback}`."
@@ -139,6 +146,19 @@ class Kernel:
         r = self.run(f"import json as _j; print('\\x00' + _j.dumps({expr}))", timeout)
         return json.loads(r['stdout'].rsplit('\x00', 1)[1])
 
+    def interrupt_while(self, code, started_marker, timeout=30):
+        "Run `code`, which prints `started_marker` when under way, interrupt the kernel then, and return the reply content."
+        msg_id = self.kc.execute(code)
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.1))
+            if (msg['parent_header'].get('msg_id') == msg_id and msg['msg_type'] == 'stream'
+                    and started_marker in msg['content']['text']): break
+        self.km.interrupt_kernel()
+        while True:
+            reply = self.kc.get_shell_msg(timeout=max(deadline - time.monotonic(), 0.1))
+            if reply['parent_header'].get('msg_id') == msg_id: return reply['content']
+
     def sigkill(self):
         "SIGKILL the kernel process (no atexit, no cleanup) and wait until it is gone."
         proc = self.km.provisioner.process
@@ -148,8 +168,9 @@ class Kernel:
     def close(self):
         try: self.kc.stop_channels()
         except Exception: pass
+        if self.km is None: return
         try:
-            if self.km.has_kernel: self.km.shutdown_kernel(now=True)
+            if self.km.has_kernel: self.km.shutdown_kernel(now=False)  # graceful: atexit ends runs, drains the journal
         except Exception: pass
         try: self.km.cleanup_resources()
         except Exception: pass
@@ -157,6 +178,7 @@ class Kernel:
 
 @contextmanager
 def kernel(env, cwd, tmp):
-    k = Kernel(env, cwd, Path(tmp)/f"kernel-{time.time_ns()}.json")
+    "A kernel started in `cwd` with environment `env`, shut down (or killed) at the end."
+    k = Kernel.start(env, cwd, Path(tmp)/f"kernel-{time.time_ns()}.json")
     try: yield k
     finally: k.close()
