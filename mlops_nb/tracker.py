@@ -28,6 +28,7 @@ class _Applier:
         self.runs = dict(runs or {})  # journal run -> store run id
         self.starts = dict(starts or {})  # journal run -> its start record (replay: runs started before `acked`)
         self.rejected = []  # (record, error) that the store refused for good
+        self.fast = _SqliteMetrics(settings.tracking_uri[len('sqlite:///'):]) if settings.is_embedded else None
 
     def run_id(self, rid):
         if rid not in self.runs: self._create(self.starts[rid])
@@ -59,11 +60,13 @@ class _Applier:
                 run_id = self.run_id(r)
                 for chunk in _chunks(ps, _MAX_PARAMS): self._call(self.client.log_batch, run_id, params=chunk)
                 for chunk in _chunks(ts, _MAX_TAGS): self._call(self.client.log_batch, run_id, tags=chunk)
-                for chunk in _chunks(ms, _MAX_METRICS): self._call(self.client.log_batch, run_id, metrics=chunk)
+                if self.fast and ms: self.fast.write(run_id, ms)
+                else:
+                    for chunk in _chunks(ms, _MAX_METRICS): self._call(self.client.log_batch, run_id, metrics=chunk)
         for rec in records:
             if type(rec) is tuple:  # a metric: ('M', run, key, value, timestamp, step)
                 _, rid, key, value, ts, step = rec
-                metrics[rid].append(Metric(key, value, ts, step))
+                metrics[rid].append((key, value, ts, step) if self.fast else Metric(key, value, ts, step))
                 continue
             op, rid = rec['op'], rec.get('run')
             if op == 'start':
@@ -84,6 +87,37 @@ class _Applier:
             self.rejected.append((fn.__name__, args[1:] if args else (), kw and {k: str(v)[:200] for k, v in kw.items()}, str(e)[:500]))
 
 # %% ../nbs/06_tracker.ipynb #052ca829
+_FMAX = 1.7976931348623157e308
+_INSERT_METRICS = "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?,?,?,?,?,?)"
+_UPSERT_LATEST = ("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES (?,?,?,?,?,?) "
+                  "ON CONFLICT (key, run_uuid) DO UPDATE SET value=excluded.value, timestamp=excluded.timestamp, "
+                  "step=excluded.step, is_nan=excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value) "
+                  "> (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)")
+
+class _SqliteMetrics:
+    "Write metric batches straight into an MLflow SQLite store's `metrics` and `latest_metrics` tables."
+    def __init__(self, db_path):
+        import sqlite3
+        self.con = sqlite3.connect(db_path, timeout=60, isolation_level=None, check_same_thread=False)
+
+    def write(self, run_id, metrics):  # [(key, value, timestamp, step)]
+        rows, latest = [], {}
+        for key, value, ts, step in metrics:
+            nan = value != value
+            v = 0.0 if nan else (_FMAX if value == float('inf') else -_FMAX if value == float('-inf') else value)
+            rows.append((key, v, ts, run_id, step, nan))
+            cur = latest.get(key)
+            if cur is None or (step, ts, v) > (cur[3], cur[2], cur[1]): latest[key] = (key, v, ts, step, nan, run_id)
+        c = self.con
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany(_INSERT_METRICS, rows)
+            c.executemany(_UPSERT_LATEST, list(latest.values()))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK"); raise
+
+# %% ../nbs/06_tracker.ipynb #43a7937d
 _PERMANENT = {'INVALID_PARAMETER_VALUE', 'RESOURCE_DOES_NOT_EXIST', 'RESOURCE_ALREADY_EXISTS', 'BAD_REQUEST',
               'INVALID_STATE', 'PERMISSION_DENIED', 'UNAUTHENTICATED'}
 
@@ -96,7 +130,7 @@ def is_transient(e:BaseException):  # An exception raised by a store call
     if code is not None: return code not in _PERMANENT
     return 'locked' in str(e) or isinstance(e, OSError) or type(e).__name__ in ('OperationalError', 'DisconnectionError')
 
-# %% ../nbs/06_tracker.ipynb #4e6ff912
+# %% ../nbs/06_tracker.ipynb #5a0eea57
 _METRIC_NAME = re.compile(r'^[/\w.\- :]*$')
 
 class Tracker:
@@ -256,7 +290,7 @@ class Tracker:
             for p in (self.journal.path, state_path(self.journal.path)): p.unlink(missing_ok=True)
         atexit.unregister(self.close)
 
-# %% ../nbs/06_tracker.ipynb #b7ddc698
+# %% ../nbs/06_tracker.ipynb #9ff81e96
 def replay_journals(settings:Settings|None=None,  # Where runs go; default: `resolve_settings()`
                     chunk:int=20_000):  # Records per store round trip
     "Apply the journals of ended processes to the store; return one summary dict per journal replayed."

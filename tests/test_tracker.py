@@ -209,3 +209,27 @@ def test_cell_history_in_a_real_ipython_shell(project, settings):
     assert tags['mlops_nb.errors'] == '1' and tags['mlops_nb.reruns'] == '1' and int(tags['mlops_nb.cells_run']) >= 3
     arts = {a.path for a in open_client(settings).list_artifacts(run.run_id, 'notebook')}
     assert {'notebook/cells.json', 'notebook/executed.ipynb'} <= arts
+
+
+def test_embedded_fast_path_reads_back_exactly_like_mlflows_log_batch(project, settings):
+    "Same metrics through our SQLite fast path and through MLflow's log_batch: MLflow's API must read identical data."
+    import math
+    from mlflow.entities import Metric
+    samples = [('loss', 0.5, 1000, 0), ('loss', 0.4, 1001, 1), ('loss', 0.45, 999, 1), ('loss', 0.3, 1002, 3),
+               ('loss', 0.35, 1003, 2), ('acc', float('nan'), 1000, 5), ('acc', 0.9, 1000, 4),
+               ('big', float('inf'), 10, 0), ('small', float('-inf'), 10, 0), ('loss', 0.3, 1002, 3)]  # last: a duplicate
+    t = Tracker(settings)
+    rid = t.new_run_id()
+    t.record('start', run=rid, experiment='fast', name='ours', tags={}, t=time.time())
+    for k, v, ts, step in samples: t.log_metric(rid, k, v, step=step, timestamp=ts)
+    assert t.flush(30) and t._applier.fast is not None
+    c = open_client(settings)
+    theirs = c.create_run(c.get_experiment_by_name('fast').experiment_id).info.run_id
+    c.log_batch(theirs, metrics=[Metric(k, v, ts, step) for k, v, ts, step in samples])
+    ours = t.store_run_id(rid)
+    norm = lambda d: {k: ('nan' if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+    assert norm(c.get_run(ours).data.metrics) == norm(c.get_run(theirs).data.metrics)
+    hist = lambda r, k: sorted((m.step, m.timestamp, 'nan' if math.isnan(m.value) else m.value) for m in c.get_metric_history(r, k))
+    for key in ('loss', 'acc', 'big', 'small'): assert hist(ours, key) == hist(theirs, key), key
+    assert len(c.get_metric_history(ours, 'loss')) == 5  # the duplicate was dropped, as MLflow drops it
+    t.close()
