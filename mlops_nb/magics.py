@@ -114,8 +114,8 @@ class MlopsMagics(Magics):
         if getattr(run, 'replaced', None):
             print(f"Stopped run {run.replaced.wait_for_id(1) or run.replaced.name} (FINISHED) to start this one; "
                   f"`%mlops track --resume {run.replaced.run_id}` continues the old one instead.")
-        why = (f"the store is not reachable ({run.tracker.last_error}); calls are journaled and will sync"
-               if run.tracker.store_ok is False else "the run is on its way to the store; `%mlops status` shows its id")
+        why = (f"the store is not reachable ({run.tracker.health()[1]}); calls are journaled and will sync"
+               if run.tracker.health()[0] is False else "the run is on its way to the store; `%mlops status` shows its id")
         where = f"run {rid}" if rid else f"run ({why})"
         nb = f", notebook {run.notebook}" if run.notebook else ""
         print(f"Tracking {where} in experiment {run.experiment!r}{nb}")

@@ -76,10 +76,13 @@ class StoreInfo:
     seconds:float  # Time this call took
 
 # %% ../nbs/02_store.ipynb #8347140e
+_TEMPLATE_LOCK = threading.Lock()  # MLflow's migrations (alembic) are not thread-safe: one build per process at a time
+
 def _ensure_template(cache_dir):
     t = template_path(cache_dir)
     if t.is_file(): return t
-    try: return build_template(t)
+    try:
+        with _TEMPLATE_LOCK: return t if t.is_file() else build_template(t)
     except OSError as e:
         raise StoreError(f"Cannot write the store template cache {t.parent} ({e.strerror}).",
                          fix="Set `cache_dir` (MLOPS_NB_CACHE_DIR) to a folder you can write.") from None

@@ -152,6 +152,7 @@ class Tracker:
         self.logged = self.applied = 0  # records journaled / applied to the store
         self._acked, self._spill_from = 0, None  # journal offset applied; offset from which records are only journaled
         self._closing = self._give_up = self._urgent = False
+        self._apply_since = None  # when the store call in progress began
         self._thread = threading.Thread(target=self._loop, name='mlops-nb-flusher', daemon=True)
         self._thread.start()
         if close_at_exit: atexit.register(self.close)
@@ -214,6 +215,13 @@ class Tracker:
                 if rid in rid_map or (left := deadline - time.monotonic()) <= 0: return rid_map.get(rid)
                 self._urgent = True; self._wake.set(); self._done.wait(left)
 
+    def health(self, stall:float=5.0):  # Seconds without an answer that count as a failure
+        "`(store_ok, last_error)`; a store call that has not returned for `stall` seconds (MLflow retrying a dead server) is a failure."
+        since = self._apply_since
+        if since is not None and (waited := time.monotonic() - since) > stall:
+            return False, f"StoreNotAnswering: the store has not answered for {waited:.0f} s (MLflow is retrying)"
+        return self.store_ok, self.last_error
+
     def flush(self, timeout:float=30):  # Seconds to wait
         "Wait until everything logged so far is in the store; return False if `timeout` passed first."
         deadline = time.monotonic() + timeout
@@ -259,14 +267,16 @@ class Tracker:
         items, queued = self._next_items()
         if not items: return True
         try:
-            if self.store_ok is False:
+            if self.store_ok is False or not self.settings.is_embedded:
                 from mlops_nb.config import check_store
-                check_store(self.settings, timeout=2)  # fail fast while the store is down, before MLflow's own retries
+                check_store(self.settings, timeout=2)  # fail fast on a dead server, before MLflow's own minutes of retries
+            self._apply_since = time.monotonic()
             applier = self._client()
             applier.apply([rec for _, rec in items])
         except Exception as e:  # never let the thread die: the records stay queued and journaled
             self.store_ok, self.last_error = False, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
             return False
+        finally: self._apply_since = None
         with self._done:
             if queued:
                 for _ in items: self._queue.popleft()

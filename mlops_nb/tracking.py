@@ -22,6 +22,7 @@ class _State:
     tracker:Tracker|None = None
     runs:list = []  # active runs, innermost last
     replayed:list = []  # summaries of journals replayed at start
+    replay_thread:threading.Thread|None = None
     autolog:dict|None = None  # MLflow's fluent API attached to one of our runs, and what to restore
     lock = threading.RLock()
 
@@ -33,12 +34,17 @@ def _tracker(settings=None):
         if t is None:
             s = settings or resolve_settings()
             t = _State.tracker = Tracker(s, close_at_exit=False)  # `_shutdown` ends the runs first, then closes it
-            threading.Thread(target=_replay_in_background, args=(s,), name='mlops-nb-replay', daemon=True).start()
+            _State.replay_thread = threading.Thread(target=_replay_in_background, args=(s,), name='mlops-nb-replay', daemon=True)
+            _State.replay_thread.start()
         return t
 
-def _replay_in_background(s):
-    try: _State.replayed.extend(replay_journals(s))
-    except Exception as e: _State.replayed.append(dict(error=f"{type(e).__name__}: {e}"))
+def _replay_in_background(s, attempts=5):
+    "Replay dead kernels' journals; a store that is down or busy gets a few more tries (`mlops-nb sync` remains)."
+    for i in range(attempts):
+        try: return _State.replayed.extend(replay_journals(s))
+        except Exception as e:
+            if i == attempts - 1: _State.replayed.append(dict(error=f"{type(e).__name__}: {e}"))
+            else: time.sleep(2 ** i)
 
 # %% ../nbs/08_tracking.ipynb #3e3c77d3
 class ActiveRun:
@@ -180,8 +186,9 @@ def status():
     "What is tracked and how far the store has caught up."
     t, run = _State.tracker, active_run()
     if t is None: return dict(active=False)
+    ok, err = t.health()
     out = dict(active=run is not None, tracking_uri=redact_uri(t.settings.tracking_uri), backlog=t.backlog,
-               store_ok=t.store_ok, last_error=t.last_error, applied=t.applied, journal=str(t.journal.path),
+               store_ok=ok, last_error=err, applied=t.applied, journal=str(t.journal.path),
                replayed=list(_State.replayed))
     if run: out |= dict(run_id=run.run_id, run_name=run.name, experiment=run.experiment,
                         notebook=str(run.notebook) if run.notebook else None, depth=len(_State.runs))
@@ -190,6 +197,7 @@ def status():
 def sync(timeout:float=60):  # Seconds to wait for the store
     "Push everything journaled to the store now, including journals dead kernels left; return True if all arrived."
     t = _State.tracker
+    if _State.replay_thread: _State.replay_thread.join(timeout)  # the start-up replay holds those journals' locks
     done = t.flush(timeout) if t else True
     _State.replayed.extend(replay_journals(t.settings if t else None))
     return done

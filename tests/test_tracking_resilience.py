@@ -113,10 +113,6 @@ while time.monotonic() < deadline:
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="when the server dies mid-session, the flusher's next MLflow call sits in MLflow's own "
-                   "HTTP retries (7 retries, backoff 2 s doubling up to 120 s: ~4 min) before failing, so `mn.status()` / "
-                   "`%mlops status` keep reporting store_ok=True, last_error=None the whole time; the tracker's fast "
-                   "`check_store` path only starts after a call has failed")
 @pytest.mark.timeout(120)
 def test_status_reports_a_dead_server_within_seconds(project, tmp_path, cache_dir, warm_template):
     srv_dir = tmp_path/'server'; srv_dir.mkdir()
@@ -204,10 +200,6 @@ def test_killed_kernel_is_replayed_when_the_next_kernel_starts_tracking(project,
     assert run_by_name(db, 'next-kernel')[1] == 'FINISHED'  # ended when its kernel shut down
 
 
-@pytest.mark.xfail(strict=True, reason="with no store template in the cache yet, the first tracker of a process builds it "
-                   "twice at once (flusher thread and start-up replay thread); MLflow's alembic migrations are not thread-safe "
-                   "(module-global `op`/`context`), one build fails with KeyError/OperationalError, and the replay thread "
-                   "gives up for good: the dead kernel's journal waits for a manual `mlops-nb sync`")
 @pytest.mark.timeout(120)
 def test_killed_kernel_is_replayed_at_the_next_track_even_with_a_cold_template_cache(project, tmp_path):
     "A new project, no store template cached yet (first use of this MLflow version): the kernel dies before its store exists."
@@ -225,9 +217,6 @@ def test_killed_kernel_is_replayed_at_the_next_track_even_with_a_cold_template_c
         assert wait_until(replay_over, 60, interval=0.5, what='the replay of the killed kernel') == 'replayed'
 
 
-@pytest.mark.xfail(strict=True, reason="`%mlops sync` (mn.sync) skips a journal that the start-up replay thread of the same "
-                   "process is still replaying (its flock is held), so it returns 'Synced ... 0 journal(s) replayed' before "
-                   "the dead kernel's metrics are in the store")
 @pytest.mark.timeout(120)
 def test_mlops_sync_in_the_next_kernel_waits_for_the_replay(project, tmp_path, cache_dir, warm_template):
     _kill_a_tracking_kernel(project, cache_dir, tmp_path, 'killed-then-sync')
