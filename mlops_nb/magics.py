@@ -149,7 +149,7 @@ class MlopsMagics(Magics):
         lines = [f"run        {s.get('run_id') or '-'}  {s.get('run_name') or ''}",
                  f"experiment {s.get('experiment') or '-'}", f"notebook   {s.get('notebook') or '-'}",
                  f"store      {s['tracking_uri']}  [{store}]", f"backlog    {s['backlog']} calls journaled, not yet in the store"]
-        if s.get('run_id'): lines.append(f"link       {_link(T._State.tracker.settings, s['run_id'])}")
+        if s.get('run_id'): lines.append(f"link       {_link(T._State.tracker.settings, s['run_id'], s.get('experiment_id'))}")
         print('\n'.join(lines))
 
     def _runs(self, a, cell):
@@ -169,9 +169,9 @@ class MlopsMagics(Magics):
     def _open(self, a, cell):
         from mlops_nb import tracking as T
         run = T._active()
-        rid = run.wait_for_id(2)
+        rid = run.wait_for_id(10)
         if not rid: return print("The run is not in the store yet (see `%mlops status`).")
-        url = _link(run.tracker.settings, rid)
+        url = _link(run.tracker.settings, rid, run.experiment_id)
         from IPython.display import display, HTML
         display(HTML(f'<a href="{url}" target="_blank">{url}</a> (start the UI with <code>mlops-nb ui</code> if it is not running)'))
 

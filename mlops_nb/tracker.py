@@ -27,6 +27,7 @@ class _Applier:
         self.client, self.settings, self.journal_name, self.replay = client, settings, journal_name, replay
         self.runs = dict(runs or {})  # journal run -> store run id
         self.starts = dict(starts or {})  # journal run -> its start record (replay: runs started before `acked`)
+        self.experiments = {}  # journal run -> store experiment id
         self.rejected = []  # (record, error) that the store refused for good
         self.fast = _SqliteMetrics(settings.tracking_uri[len('sqlite:///'):]) if settings.is_embedded else None
 
@@ -38,8 +39,9 @@ class _Applier:
         from mlops_nb.store import experiment_id
         rid, c = rec['run'], self.client
         if rec.get('resume'):
-            c.update_run(rec['resume'], status='RUNNING'); self.runs[rid] = rec['resume']; return
-        eid = experiment_id(c, self.settings, rec['experiment'])
+            c.update_run(rec['resume'], status='RUNNING'); self.runs[rid] = rec['resume']
+            self.experiments[rid] = c.get_run(rec['resume']).info.experiment_id; return
+        eid = self.experiments[rid] = experiment_id(c, self.settings, rec['experiment'])
         key = f"{self.journal_name}/{rid}"
         if self.replay:  # the run may exist already: created just before the kernel died
             found = c.search_runs([eid], filter_string=f"tags.`mlops_nb.journal_run` = '{key}'", max_results=1)

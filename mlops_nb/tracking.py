@@ -59,6 +59,12 @@ class ActiveRun:
         "The MLflow run id, once the store has the run (`None` while it is only journaled)."
         return self.resumed or self.tracker.store_run_id(self.rid)
 
+    @property
+    def experiment_id(self):
+        "The MLflow experiment id, once the store has the run."
+        a = self.tracker._applier
+        return a.experiments.get(self.rid) if a else None
+
     def wait_for_id(self, timeout:float=0.5): return self.resumed or self.tracker.store_run_id(self.rid, timeout)
     def __enter__(self): return self
     def __exit__(self, typ, exc, tb):
@@ -190,7 +196,7 @@ def status():
     out = dict(active=run is not None, tracking_uri=redact_uri(t.settings.tracking_uri), backlog=t.backlog,
                store_ok=ok, last_error=err, applied=t.applied, journal=str(t.journal.path),
                replayed=list(_State.replayed))
-    if run: out |= dict(run_id=run.run_id, run_name=run.name, experiment=run.experiment,
+    if run: out |= dict(run_id=run.run_id, run_name=run.name, experiment=run.experiment, experiment_id=run.experiment_id,
                         notebook=str(run.notebook) if run.notebook else None, depth=len(_State.runs))
     return out
 

@@ -71,3 +71,14 @@ def test_argument_errors_are_usage_errors(ip, line, needle):
 
 def test_only_track_is_a_cell_magic(ip):
     with pytest.raises(UsageError, match="only `track` works as a cell magic"): ip.run_cell_magic('mlops', 'status', 'x = 1')
+
+
+def test_open_shows_a_link_to_the_run_in_the_ui(ip):
+    from IPython.utils.capture import capture_output
+    ip.run_line_magic('mlops', 'track --experiment m --system-metrics 0')
+    run = mn.active_run()
+    assert run.wait_for_id(60)  # the session's first store may still be on its way
+    with capture_output() as cap: ip.run_line_magic('mlops', 'open')
+    html = cap.outputs[-1].data['text/html']
+    assert f"/#/experiments/{run.experiment_id}/runs/{run.run_id}" in html and run.experiment_id != '0' and 'mlops-nb ui' in html
+    ip.run_line_magic('mlops', 'stop')
