@@ -154,9 +154,10 @@ class MlopsMagics(Magics):
 
     def _runs(self, a, cell):
         from mlops_nb import tracking as T
+        from mlops_nb.config import resolve_settings
         from mlops_nb.store import open_client
         t = T._State.tracker
-        s = t.settings if t else __import__('mlops_nb.config', fromlist=['x']).resolve_settings()
+        s = t.settings if t else resolve_settings()
         c = open_client(s)
         exp = c.get_experiment_by_name(a.experiment or (T.active_run().experiment if T.active_run() else s.experiment))
         if exp is None: return print("No such experiment yet.")

@@ -8,13 +8,13 @@ Docs: https://mlops-nb.github.io/mlops_nb/tracker.html.md"""
 __all__ = ['is_transient', 'Tracker', 'replay_journals']
 
 # %% ../nbs/06_tracker.ipynb #c166811c
-import atexit, collections, json, os, re, threading, time
+import atexit, collections, os, re, threading, time
 from itertools import islice
 from pathlib import Path
 
-from .config import Settings, resolve_settings, redact_uri
-from .errors import MlopsNbError, TrackingError
-from .journal import Journal, read_journal, read_state, write_state, state_path, orphaned_journals
+from .config import Settings, resolve_settings
+from .errors import TrackingError
+from .journal import Journal, json_line, read_journal, read_state, write_state, state_path, orphaned_journals
 
 # %% ../nbs/06_tracker.ipynb #20e5aa33
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
@@ -193,7 +193,7 @@ class Tracker:
                 raise TrackingError(f"Param `{key}` was already logged as {old!r}; MLflow params cannot change (new value {value!r}).",
                                     fix="Log the new value as a metric or tag, or start a new run.")
             self._params[rid][key] = value
-        line = b'J\t' + json.dumps(rec, separators=(',', ':')).encode() + b'\n'
+        line = json_line(rec)
         with self._lock: self._enqueue(self.journal.write(line), len(line), rec)
         if self.store_ok is not False: self._wake.set()  # while the store is down, the backoff decides
         return rec

@@ -24,6 +24,16 @@ def warm_template(cache_dir, tmp_path_factory):
     return cache_dir
 
 
+@pytest.fixture
+def tracking_server(tmp_path, warm_template):
+    "A real `mlflow server` on its own SQLite store (made by copying the template), started; stopped at teardown."
+    srv_dir = tmp_path/'server'; srv_dir.mkdir()
+    db = ensure_store(resolve_settings(project_dir=srv_dir, env={}, cache_dir=str(warm_template))).db_path
+    server = MlflowServer(db, free_port(), tmp_path/'server.log').start()
+    yield server
+    server.stop()
+
+
 def _project_db(project): return project/'.mlops'/'mlflow.db'
 
 
@@ -51,16 +61,13 @@ print('STATUS ' + json.dumps(mn.status()), flush=True)
 
 
 @pytest.mark.timeout(240)
-def test_metrics_logged_while_the_server_is_down_land_when_it_returns(project, tmp_path, cache_dir, warm_template):
+def test_metrics_logged_while_the_server_is_down_land_when_it_returns(project, tmp_path, tracking_server):
     n, kill_at, down_for = 10_000, 3_000, 4.0
-    srv_dir = tmp_path/'server'; srv_dir.mkdir()
-    db = ensure_store(resolve_settings(project_dir=srv_dir, env={}, cache_dir=str(cache_dir))).db_path
-    server = MlflowServer(db, free_port(), tmp_path/'server.log')
+    server, db = tracking_server, tracking_server.db
     ctl = tmp_path/'ctl'; ctl.mkdir()
     (tmp_path/'logger.py').write_text(LOGGER)
     proc = None
     try:
-        server.start()
         env = clean_env(MLOPS_NB_PROJECT_DIR=project, MLOPS_NB_TRACKING_URI=server.url)
         errlog = open(tmp_path/'logger.err', 'w')  # a file, not a pipe: MLflow's retry warnings must never block it
         proc = subprocess.Popen([sys.executable, str(tmp_path/'logger.py'), str(ctl), str(n)], env=env, cwd=project,
@@ -92,7 +99,6 @@ def test_metrics_logged_while_the_server_is_down_land_when_it_returns(project, t
         assert _journals(project) == []  # drained: nothing left for replay
     finally:
         if proc and proc.poll() is None: stop_group(proc)
-        server.stop()
         if proc: errlog.close()
 
 
@@ -114,15 +120,12 @@ while time.monotonic() < deadline:
 
 
 @pytest.mark.timeout(120)
-def test_status_reports_a_dead_server_within_seconds(project, tmp_path, cache_dir, warm_template):
-    srv_dir = tmp_path/'server'; srv_dir.mkdir()
-    db = ensure_store(resolve_settings(project_dir=srv_dir, env={}, cache_dir=str(cache_dir))).db_path
-    server = MlflowServer(db, free_port(), tmp_path/'server.log')
+def test_status_reports_a_dead_server_within_seconds(project, tmp_path, tracking_server):
+    server, db = tracking_server, tracking_server.db
     ctl = tmp_path/'ctl'; ctl.mkdir()
     (tmp_path/'probe.py').write_text(PROBE)
     proc = None
     try:
-        server.start()
         env = clean_env(MLOPS_NB_PROJECT_DIR=project, MLOPS_NB_TRACKING_URI=server.url)
         with open(tmp_path/'probe.err', 'w') as errlog:
             proc = subprocess.Popen([sys.executable, str(tmp_path/'probe.py'), str(ctl)], env=env, cwd=project,
@@ -136,7 +139,6 @@ def test_status_reports_a_dead_server_within_seconds(project, tmp_path, cache_di
         assert status['store_ok'] is False and 'Error' in (status['last_error'] or ''), status
     finally:
         if proc: stop_group(proc)
-        server.stop()
 
 
 # -- 2. a kernel SIGKILLed mid-run ----------------------------------------------------------------------------------
