@@ -6,7 +6,19 @@ from .tracking import (track, stop, active_run, log_metric, log_metrics, log_par
                        log_artifact, status, sync)
 
 __all__ = ['track', 'stop', 'active_run', 'log_metric', 'log_metrics', 'log_param', 'log_params', 'set_tag',
-           'log_artifact', 'status', 'sync', 'MlopsNbError', 'load_ipython_extension']
+           'log_artifact', 'status', 'sync', 'seed', 'track_data', 'fingerprint', 'diff_runs', 'reproduce',
+           'MlopsNbError', 'load_ipython_extension']
+
+_LAZY = {'seed': 'capture', 'track_data': 'capture', 'fingerprint': 'capture',
+         'diff_runs': 'reproduce', 'reproduce': 'reproduce'}
+
+
+def __getattr__(name):
+    "`mn.seed`, `mn.track_data`, `mn.reproduce`, ...: imported on first use, to keep `import mlops_nb` cheap."
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'mlops_nb' has no attribute {name!r}")
 
 
 def load_ipython_extension(ip):

@@ -62,6 +62,8 @@ def _parsers():
     sub.add_parser('open', help="a link to the run in the MLflow UI")
     p = sub.add_parser('autolog', help="scikit-learn and LightGBM autologging into the active run")
     p.add_argument('switch', choices=['on', 'off'])
+    p = sub.add_parser('diff', help="what differs between two runs (params, metrics, code, data, packages, environment)")
+    p.add_argument('run_a', metavar='RUN_A'); p.add_argument('run_b', metavar='RUN_B')
     p = sub.add_parser('sync', help="push everything journaled to the store now")
     p.add_argument('--timeout', type=float, default=60)
     return top
@@ -180,6 +182,13 @@ class MlopsMagics(Magics):
         from mlops_nb import tracking as T
         flavors = T.autolog(a.switch == 'on')
         print(f"Autologging {a.switch} for {', '.join(flavors) or 'no installed flavor (scikit-learn, LightGBM)'}")
+
+    def _diff(self, a, cell):
+        from mlops_nb import tracking as T
+        from mlops_nb.reproduce import diff_runs
+        t = T._State.tracker
+        if t: t.flush(10)  # a run of this kernel may still be on its way to the store
+        print(diff_runs(a.run_a, a.run_b, t.settings if t else None))
 
     def _sync(self, a, cell):
         from mlops_nb import tracking as T

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import Settings, resolve_settings
 from .errors import TrackingError
+from .redact import redact_text, redact_value
 from .journal import Journal, json_line, read_journal, read_state, write_state, state_path, orphaned_journals
 
 # %% ../nbs/06_tracker.ipynb #20e5aa33
@@ -133,6 +134,13 @@ def is_transient(e:BaseException):  # An exception raised by a store call
     return 'locked' in str(e) or isinstance(e, OSError) or type(e).__name__ in ('OperationalError', 'DisconnectionError')
 
 # %% ../nbs/06_tracker.ipynb #5a0eea57
+def _redact_record(rec):
+    "Secrets out of a `param`, `tag` or `start` record, before it is journaled (setting `redact_secrets`)."
+    if rec['op'] in ('param', 'tag'): rec['value'] = redact_value(rec['key'], rec['value'])
+    else:
+        rec['tags'] = {k: redact_value(k, v) for k, v in (rec.get('tags') or {}).items()}
+        if rec.get('name'): rec['name'] = redact_text(rec['name'])
+
 _METRIC_NAME = re.compile(r'^[/\w.\- :]*$')
 
 class Tracker:
@@ -185,9 +193,10 @@ class Tracker:
     def record(self, op:str, **fields):
         "Journal any other call: `start`, `param`, `tag`, `artifact`, `end`."
         rec = dict(op=op, **fields)
+        if op in ('param', 'tag', 'start') and self.settings.redact_secrets: _redact_record(rec)
         if op == 'param':
             key, rid = fields['key'], fields['run']
-            rec['value'] = value = str(fields['value'])[:6000]
+            rec['value'] = value = str(rec['value'])[:6000]
             old = self._params.setdefault(rid, {}).get(key)
             if old is not None and old != value:
                 raise TrackingError(f"Param `{key}` was already logged as {old!r}; MLflow params cannot change (new value {value!r}).",

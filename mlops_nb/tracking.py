@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import Settings, resolve_settings, redact_uri
 from .errors import TrackingError
+from .redact import redact_text
 from .tracker import Tracker, replay_journals
 from .session import notebook_path, CellHistory, SystemSampler
 
@@ -100,15 +101,34 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         nb, how = notebook_path(user_ns)
         rid = t.new_run_id()
         t.record('start', run=rid, experiment=experiment, name=name,
-                 tags=_default_tags(nb, how) | {k: str(v) for k, v in (tags or {}).items()},
+                 tags=_default_tags(nb, how) | _env_tags() | {k: str(v) for k, v in (tags or {}).items()},
                  parent=parent.rid if parent else None, resume=resume, t=time.time())
         run = ActiveRun(t, rid, experiment, name, parent, nb, resume)
         run.replaced = replaced
         run.cells = CellHistory(nb)
+        if not nested: _start_capture(run, user_ns)
         if system_metrics and not nested:
             run.sampler = SystemSampler(lambda m, step: _log_metrics_to(run, m, step), system_metrics).start()
         _State.runs.append(run)
         return run
+
+def _env_tags():
+    "Tags every run of this process gets from `MLOPS_NB_TAGS` (a JSON object; `mlops-nb run` and `reproduce` set it)."
+    raw = os.environ.get('MLOPS_NB_TAGS', '').strip()
+    if not raw: return {}
+    try: tags = json.loads(raw)
+    except ValueError: tags = None
+    if not isinstance(tags, dict):
+        raise TrackingError(f"Bad environment variable MLOPS_NB_TAGS = {raw!r}: not a JSON object.",
+                            fix='Set it to a JSON object such as \'{"team": "churn"}\', or unset it.')
+    return {str(k): str(v) for k, v in tags.items()}
+
+def _start_capture(run, user_ns):
+    "Capture the run's context in the background, and attach data and seeds recorded before it started."
+    from mlops_nb.capture import RunCapture, _PendingData, _Seeds, _attach_data
+    run.capture = RunCapture(run, user_ns, 'context' if not run.resumed else f"context/resumed-{int(time.time())}").start()
+    while _PendingData.items: _attach_data(run, _PendingData.items.pop(0))
+    if _Seeds.value is not None: set_tag('mlops_nb.seed', _Seeds.value, run=run)
 
 def _end_all(status):
     while _State.runs: stop(status)
@@ -135,6 +155,7 @@ def stop(status:str='FINISHED',  # FINISHED, FAILED or KILLED
             run.tracker.flush(10)  # what we journaled first, then MLflow's own end of the run
             _detach_autolog(status)
         if run.sampler: run.sampler.stop()
+        if getattr(run, 'capture', None): run.capture.finish()
         if run.cells and run.cells.cells and not run.parent: _record_cells(run)
         run.tracker.record('end', run=run.rid, status=status, t=time.time())
         run.status = status
@@ -147,11 +168,13 @@ def _record_cells(run):
     for k, v in summary.items(): set_tag(f"mlops_nb.{k}", v, run=run)
     stage = Path(run.tracker.journal.folder)/f"{run.tracker.journal.name}-{run.rid}"
     stage.mkdir(exist_ok=True)  # artifacts are copied next to the journal, so a replay still has them
-    (stage/'cells.json').write_text(json.dumps(dict(summary=summary, cells=run.cells.cells), indent=1, default=str))
-    (stage/'executed.ipynb').write_text(json.dumps(run.cells.executed_notebook(), indent=1))
+    R = redact_text if run.tracker.settings.redact_secrets else (lambda x: x)  # cell sources and outputs may hold keys
+    (stage/'cells.json').write_text(R(json.dumps(dict(summary=summary, cells=run.cells.cells), indent=1, default=str)))
+    (stage/'executed.ipynb').write_text(R(json.dumps(run.cells.executed_notebook(), indent=1)))
     files = [stage/'cells.json', stage/'executed.ipynb']
     if run.notebook and Path(run.notebook).is_file() and str(run.notebook).endswith('.ipynb'):
-        shutil.copy2(run.notebook, stage/Path(run.notebook).name); files.append(stage/Path(run.notebook).name)
+        (stage/Path(run.notebook).name).write_text(R(Path(run.notebook).read_text(errors='replace')))
+        files.append(stage/Path(run.notebook).name)
     for f in files: run.tracker.record('artifact', run=run.rid, path=str(f), dest='notebook')
 
 # %% ../nbs/08_tracking.ipynb #1517d690

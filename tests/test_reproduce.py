@@ -1,0 +1,118 @@
+"""`mlops-nb reproduce` and `mlops-nb diff` end to end: a git project, notebooks run by papermill on real kernels."""
+import json, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+from conftest import mlops_nb_cli, BIN
+
+pytestmark = pytest.mark.integration
+
+
+def _nb(seeded):
+    "A scikit-learn notebook: parameters, data from an ignored file, a project module with uncommitted edits."
+    cells = [("n_iter = 50", ['parameters']),
+             ("%load_ext mlops_nb\nimport json, numpy as np, pandas as pd\nimport mlops_nb as mn\nimport features", []),
+             ("%mlops track --name train --system-metrics 0", []),
+             ("mn.seed(0)" if seeded else "pass", []),
+             ("df = pd.read_csv('data/train.csv')\nmn.track_data('data/train.csv', name='train')\n"
+              "cfg = json.load(open('config.json'))", []),
+             ("from sklearn.linear_model import LogisticRegression\n"
+              "X = features.make(df) + np.random.normal(scale=cfg['noise'], size=(len(df), 2))\n"
+              "m = LogisticRegression(max_iter=n_iter).fit(X, df['y'])\n"
+              "for i in range(3): mn.log_metric('accuracy', float(m.score(X, df['y'])) - i * 0.01, step=i)\n"
+              "mn.log_metric('coef0', float(m.coef_[0][0]))", []),
+             ("%mlops stop", [])]
+    return dict(nbformat=4, nbformat_minor=5, metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
+                cells=[dict(cell_type='code', id=f"c{i}", metadata=dict(tags=t) if t else {}, execution_count=None, outputs=[], source=s)
+                       for i, (s, t) in enumerate(cells)])
+
+
+def _git(root, *args): subprocess.run(['git', '-C', str(root), *args], check=True, capture_output=True)
+
+
+def _write_data(project, shift=0.0):
+    import numpy as np
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=200), rng.normal(size=200)
+    rows = ["a,b,y"] + [f"{x + shift:.6f},{z:.6f},{int(x + z > 0)}" for x, z in zip(a, b)]
+    (project/'data').mkdir(exist_ok=True); (project/'data'/'train.csv').write_text('\n'.join(rows) + '\n')
+
+
+@pytest.fixture
+def repo(project):
+    "The project as a git repository: notebook and module committed, a module edit left uncommitted, data ignored."
+    (project/'.gitignore').write_text(".mlops/\ndata/\n")
+    (project/'features.py').write_text("def make(df): return df[['a', 'b']].to_numpy()\n")
+    for seeded in (True, False):
+        (project/f"{'seeded' if seeded else 'unseeded'}.ipynb").write_text(json.dumps(_nb(seeded), indent=1))
+    _write_data(project)
+    _git(project, 'init', '-q', '-b', 'main'); _git(project, 'config', 'user.email', 'ci@example.com'); _git(project, 'config', 'user.name', 'CI')
+    _git(project, 'add', '-A'); _git(project, 'commit', '-qm', 'notebooks')
+    (project/'features.py').write_text("def make(df): return df[['a', 'b']].to_numpy() * 2.0  # not committed\n")
+    (project/'config.json').write_text('{"noise": 0.8}')  # untracked
+    return project
+
+
+def _papermill(project, notebook, tmp_path, **params):
+    args = [str(BIN/'papermill'), notebook, str(tmp_path/f'out-{notebook}'), '--no-progress-bar']
+    for k, v in params.items(): args += ['-p', k, str(v)]
+    r = subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from mlops_nb.config import resolve_settings
+    from mlops_nb.store import open_client
+    s = resolve_settings(project_dir=project)
+    c = open_client(s)
+    runs = c.search_runs([c.get_experiment_by_name('demo-project').experiment_id], order_by=['attributes.start_time DESC'])
+    return runs[0], c
+
+
+def test_seeded_notebook_reproduces_and_changed_data_is_named(repo, tmp_path):
+    run, client = _papermill(repo, 'seeded.ipynb', tmp_path, n_iter=60)
+    assert run.info.status == 'FINISHED' and run.data.tags['mlops_nb.git.dirty'] == 'True'
+    r = mlops_nb_cli('reproduce', run.info.run_id, cwd=repo, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'REPRODUCED' in r.stdout and 'NOT' not in r.stdout
+    assert 'accuracy' in r.stdout and 'coef0' in r.stdout
+    assert 'with parameters {"n_iter": 60}' in r.stderr  # the recorded papermill parameter, not the notebook's default
+    new_id = r.stdout.split('REPRODUCED: run ')[1].split()[0]
+    new = client.get_run(new_id)
+    assert new.data.tags['mlops_nb.reproduces'] == run.info.run_id
+    assert new.data.metrics['coef0'] == run.data.metrics['coef0']
+
+    _write_data(repo, shift=0.5)  # the data file changes under the same path
+    r = mlops_nb_cli('reproduce', run.info.run_id, '--json', cwd=repo, timeout=300)
+    assert r.returncode == 9, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out['reproduced'] is False and out['causes'][0].startswith('changed data: `train`'), out['causes']
+    assert not any('unseeded' in c for c in out['causes'])
+
+    d = mlops_nb_cli('diff', run.info.run_id, out['new_run_id'], '--json', cwd=repo)
+    assert d.returncode == 0, d.stderr
+    keys = {(x['section'], x['key']) for x in json.loads(d.stdout)['differences']}
+    assert ('data', 'train.fingerprint') in keys and ('metrics', 'coef0') in keys
+    # same code and packages; only the branch differs (the re-run is on a detached checkout of the commit)
+    assert {k for k in keys if k[0] in ('code', 'packages')} == {('code', 'branch')}, keys
+
+
+def test_unseeded_notebook_is_not_reproduced_and_randomness_is_named(repo, tmp_path):
+    run, _ = _papermill(repo, 'unseeded.ipynb', tmp_path)
+    r = mlops_nb_cli('reproduce', run.info.run_id, cwd=repo, timeout=300)
+    assert r.returncode == 9, r.stdout + r.stderr
+    assert 'NOT REPRODUCED' in r.stdout and 'likely cause: unseeded randomness' in r.stdout, r.stdout
+    assert 'changed data' not in r.stdout and 'changed code' not in r.stdout
+
+
+def test_reproduce_explains_what_it_cannot_do(repo, project):
+    import mlops_nb as mn
+    from mlops_nb import tracking
+    with mn.track('demo-project', system_metrics=None) as run:  # from this test process: no notebook file
+        mn.log_metric('m', 1.0)
+    assert mn.sync(60)
+    tracking._State.tracker.close(); tracking._State.tracker = None
+    r = mlops_nb_cli('reproduce', run.run_id, cwd=repo)
+    assert r.returncode == 8 and 'did not come from a notebook' in r.stderr and 'Fix:' in r.stderr, r.stderr
+    r = mlops_nb_cli('reproduce', 'f' * 32, cwd=repo)
+    assert r.returncode == 8 and f"No run '{'f' * 32}'" in r.stderr, r.stderr
+    r = mlops_nb_cli('reproduce', run.run_id, '--tolerance', '-1', cwd=repo)
+    assert r.returncode == 2 and '--tolerance' in r.stderr
