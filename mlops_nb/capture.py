@@ -175,15 +175,17 @@ def seed_calls(sources:list):  # Cell sources (or any code)
     return [dict(call=m.group(1), value=m.group(2)) for s in sources for m in _SEED_CALL.finditer(s or '')
             if m.group(1) not in ('default_rng', 'RandomState', 'PRNGKey') or m.group(2)]
 
-# %% ../nbs/11_capture.ipynb #de3df22c
+# %% ../nbs/11_capture.ipynb #5deeb2d4
 def _hash_column(h, col):
     import numpy as np, pandas as pd
     h.update(f"{col.name}\0{col.dtype}\0".encode())
     if isinstance(col.dtype, pd.CategoricalDtype):
         h.update(np.ascontiguousarray(col.cat.codes.to_numpy()).tobytes()); _hash_column(h, pd.Series(col.cat.categories, name='categories')); return
-    if col.dtype.kind in 'biufcmM' and not isinstance(col.dtype, pd.ArrowDtype):
-        h.update(memoryview(np.ascontiguousarray(col.to_numpy())).cast('B')); return
-    values = col.to_numpy(dtype=object, na_value=None) if hasattr(col, 'to_numpy') else np.asarray(col, dtype=object)
+    if col.dtype.kind in 'biufcmM':
+        values = col.to_numpy()  # nullable and timezone-aware columns come back as objects: hashed below
+        if values.dtype.kind in 'mM': values = values.view('i8')
+        if values.dtype.kind in 'biufc': h.update(memoryview(np.ascontiguousarray(values)).cast('B')); return
+    values = col.to_numpy(dtype=object, na_value=None)
     missing = pd.isna(values)
     if missing.any(): h.update(b'na'); h.update(np.packbits(missing).tobytes()); values = np.where(missing, '', values)
     try: joined = '\x1f'.join(values)

@@ -25,6 +25,11 @@ def _papermill_input(ppid):
     if not any('papermill' in a for a in args): return None
     return next((a for a in args if a.endswith('.ipynb')), None)
 
+def _installed(path):
+    "True for a file of the Python installation or environment (`pytest`, `papermill`): a tool, not the user's script."
+    p = os.path.realpath(path)
+    return any(p.startswith(os.path.realpath(d) + os.sep) for d in {sys.prefix, sys.base_prefix, sys.exec_prefix})
+
 def notebook_path(user_ns:dict|None=None,  # The kernel's user namespace, if any
                   env:dict|None=None):  # Environment; default `os.environ`
     "`(path, how)`: the notebook (or script) this kernel runs, and which front end told us; `(None, 'unknown')` if none did."
@@ -35,7 +40,8 @@ def notebook_path(user_ns:dict|None=None,  # The kernel's user namespace, if any
     if env.get('MLOPS_NB_NOTEBOOK'): return _resolve(env['MLOPS_NB_NOTEBOOK'], cwd), 'mlops-nb run'
     if (pm := _papermill_input(os.getppid())): return _resolve(pm, cwd), 'papermill'
     argv0 = sys.argv[0] if sys.argv else ''
-    if argv0 and not argv0.endswith(('ipykernel_launcher.py', '-c')) and 'ipykernel' not in argv0 and Path(argv0).is_file():
+    if argv0 and not argv0.endswith(('ipykernel_launcher.py', '-c')) and 'ipykernel' not in argv0 and Path(argv0).is_file() \
+            and not _installed(argv0):
         return Path(argv0).resolve(), 'script'
     return None, 'unknown'
 
