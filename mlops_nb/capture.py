@@ -339,7 +339,7 @@ def context_tags(ctx:dict):  # From `capture_context`
     if ctx['params']['papermill']: tags['mlops_nb.papermill.parameters'] = json.dumps(ctx['params']['papermill'], default=str)[:5000]
     return {k: str(v) for k, v in tags.items() if v is not None}
 
-# %% ../nbs/11_capture.ipynb #25d638a4
+# %% ../nbs/11_capture.ipynb #d24cfd3a
 class RunCapture:
     "The context of one run: captured in a background thread at start, completed and journaled by `finish()`."
     def __init__(self, run, user_ns:dict|None=None, dest:str='context'):  # An `ActiveRun`; the kernel namespace; artifact folder
@@ -391,7 +391,7 @@ class RunCapture:
                                                                     success=c['success']) for c in cells])
         calls = seed_calls(sources)
         ctx['seeds'] = dict(seed=_Seeds.value, frameworks=_Seeds.frameworks, calls=calls,
-                            seeded=_Seeds.value is not None or any(c['call'] != 'default_rng' for c in calls))
+                            seeded=_Seeds.value is not None or bool(calls))
         ctx['params']['logged'] = dict(run.tracker._params.get(run.rid, {}))
         ctx['data'] = dict(self.data)
         self._journal('end')

@@ -82,3 +82,21 @@ def test_open_shows_a_link_to_the_run_in_the_ui(ip):
     html = cap.outputs[-1].data['text/html']
     assert f"/#/experiments/{run.experiment_id}/runs/{run.run_id}" in html and run.experiment_id != '0' and 'mlops-nb ui' in html
     ip.run_line_magic('mlops', 'stop')
+
+
+def test_diff_shows_what_differs_between_two_runs(ip, capsys):
+    ids = []
+    for lr, seed in ((0.1, 1), (0.2, 1)):
+        ip.run_line_magic('mlops', f'track --experiment d --system-metrics 0')
+        mn.seed(seed)
+        ip.run_line_magic('mlops', f'log lr={lr} --param')
+        ip.run_line_magic('mlops', f'log acc={lr * 4}')
+        ids.append(mn.active_run())
+        ip.run_line_magic('mlops', 'stop')
+    assert mn.sync(30)
+    capsys.readouterr()
+    ip.run_line_magic('mlops', f'diff {ids[0].run_id} {ids[1].run_id}')
+    out = capsys.readouterr().out
+    assert '[params]' in out and '[metrics]' in out and 'lr' in out and '0.1' in out and '0.2' in out
+    assert '[packages]' not in out and '[seeds]' not in out  # same process, same seed: nothing to say there
+    with pytest.raises(UsageError, match="No run 'nope'"): ip.run_line_magic('mlops', f'diff nope {ids[0].run_id}')
