@@ -279,7 +279,7 @@ def _cmdline(pid):
     try: return [a for a in Path(f'/proc/{pid}/cmdline').read_bytes().decode(errors='replace').split('\0') if a]
     except OSError: return None
 
-# %% ../nbs/11_capture.ipynb #2359b192
+# %% ../nbs/11_capture.ipynb #8bc8d2ef
 def _rel(path, root):
     try: return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except (ValueError, OSError, TypeError): return None
@@ -326,6 +326,13 @@ def _redact_param(k, v, env):
     r = redact_value(k, v if isinstance(v, str) else json.dumps(v), env)
     return v if not isinstance(v, str) and r == json.dumps(v) else r
 
+def _redact_tree(x):
+    "Every string in a JSON-like tree through `redact_text`."
+    if isinstance(x, str): return redact_text(x)
+    if isinstance(x, dict): return {k: _redact_tree(v) for k, v in x.items()}
+    if isinstance(x, list): return [_redact_tree(v) for v in x]
+    return x
+
 def _short(text): return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 def context_tags(ctx:dict):  # From `capture_context`
@@ -339,7 +346,7 @@ def context_tags(ctx:dict):  # From `capture_context`
     if ctx['params']['papermill']: tags['mlops_nb.papermill.parameters'] = json.dumps(ctx['params']['papermill'], default=str)[:5000]
     return {k: str(v) for k, v in tags.items() if v is not None}
 
-# %% ../nbs/11_capture.ipynb #d24cfd3a
+# %% ../nbs/11_capture.ipynb #28461518
 class RunCapture:
     "The context of one run: captured in a background thread at start, completed and journaled by `finish()`."
     def __init__(self, run, user_ns:dict|None=None, dest:str='context'):  # An `ActiveRun`; the kernel namespace; artifact folder
@@ -371,11 +378,22 @@ class RunCapture:
         if phase == 'start' and git and git.get('diff'): out.append((folder/'git.diff', git['diff']))
         for p, text in out: p.write_text(text); self.run.tracker.record('artifact', run=self.run.rid, path=str(p), dest=self.dest)
         if phase == 'start':
+            self._staged = [(p, self.dest) for p, _ in out if p.name == 'git.diff']
             for rel, content in self.files.items():
                 f = folder/'untracked'/rel; f.parent.mkdir(parents=True, exist_ok=True); f.write_bytes(content)
                 sub = Path(rel).parent.as_posix()
-                self.run.tracker.record('artifact', run=self.run.rid, path=str(f),
-                                        dest=f"{self.dest}/untracked" + ('' if sub == '.' else f"/{sub}"))
+                dest = f"{self.dest}/untracked" + ('' if sub == '.' else f"/{sub}")
+                self.run.tracker.record('artifact', run=self.run.rid, path=str(f), dest=dest)
+                if _is_text(content): self._staged.append((f, dest))
+
+    def _redact_again(self):
+        "Redact the context and the staged files again with every secret learned since the start (a `log_param('password', ...)`)."
+        self.context = _redact_tree(self.context)
+        start = self.stage/'context-start'/'context.json'  # journaled at start; rewritten, so no copy keeps the secret
+        if start.exists(): start.write_text(json.dumps(self.context, indent=1, default=str, sort_keys=True))
+        for f, dest in getattr(self, '_staged', []):
+            old = f.read_text(encoding='utf-8'); new = redact_text(old)
+            if new != old: f.write_text(new, encoding='utf-8'); self.run.tracker.record('artifact', run=self.run.rid, path=str(f), dest=dest)
 
     def finish(self, timeout:float=30):  # Seconds to wait for the start-up capture
         "Complete the context with the cells run, params, seeds and data, and journal it again."
@@ -394,4 +412,5 @@ class RunCapture:
                             seeded=_Seeds.value is not None or bool(calls))
         ctx['params']['logged'] = dict(run.tracker._params.get(run.rid, {}))
         ctx['data'] = dict(self.data)
+        if run.tracker.settings.redact_secrets: self._redact_again()
         self._journal('end')

@@ -80,11 +80,12 @@ def known_secrets(env:dict|None=None):  # Environment to harvest; default `os.en
         if env is os.environ: _Known.env_seen = len(env)
     return _Known.values
 
-# %% ../nbs/10_redact.ipynb #9de12579
+# %% ../nbs/10_redact.ipynb #140a8e0d
 _NAME = r'[A-Za-z_][\w.\-]*'
 _URL_CREDS = re.compile(r'(\b[A-Za-z][A-Za-z0-9+.\-]*://)([^\s/@:"\'\\]+)(?::([^\s/@"\'\\]*))?@')
 _FLAG = re.compile(r'(?<![\w-])(--?' + _NAME + r')(=|\s+)(?!-)("[^"]*"|\'[^\']*\'|[^\s"\']+)')
 _QUOTED = re.compile(r'(["\']?)(' + _NAME + r')\1(\s*(?::|=|:=)\s*)(\\*)(["\'])(.*?)\4\5')
+_PAIR = re.compile(r'(\\*["\'])(' + _NAME + r')\1(\s*\]?\s*(?:,|:|=|:=)\s*)(\\*)(["\'])(.*?)\4\5')  # ('password', 'x'), ['KEY'] = 'x'
 _SHELL = re.compile(r'(?<![\w.])([A-Z][A-Z0-9_]*)(=)(?![\s"\'(\\])([^\s"\'&;|()\[\]]+)(?=$|[\s;&|])', re.M)
 
 def _url_sub(m):
@@ -94,9 +95,11 @@ def _url_sub(m):
     if len(user) >= 16 or is_secret_value(user): remember(user); return f"{scheme}{REDACTED}@"  # a token as user name
     return m.group(0)
 
+_PLAIN = re.compile(r'\s*([-+]?[\d.eE+-]+|true|false|none|null)\s*', re.I)  # numbers and flags are never credentials
+
 def _named_sub(m, name_group, value_group, build):
     name, value = m.group(name_group), m.group(value_group)
-    if not is_secret_name(name) or not value.strip(REDACTED + '"\'') : return m.group(0)
+    if not is_secret_name(name) or not value.strip(REDACTED + '"\'') or _PLAIN.fullmatch(value.strip('"\'')): return m.group(0)
     remember(value.strip('"\'')); return build(m)
 
 def redact_text(text:str,  # Anything: a command line, a diff, a notebook's JSON, source code
@@ -107,6 +110,8 @@ def redact_text(text:str,  # Anything: a command line, a diff, a notebook's JSON
     text = _FLAG.sub(lambda m: _named_sub(m, 1, 3, lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}"), text)
     text = _QUOTED.sub(lambda m: _named_sub(m, 2, 6, lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}"
                                             f"{m.group(4)}{m.group(5)}{REDACTED}{m.group(4)}{m.group(5)}"), text)
+    text = _PAIR.sub(lambda m: _named_sub(m, 2, 6, lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}"
+                                          f"{m.group(4)}{m.group(5)}{REDACTED}{m.group(4)}{m.group(5)}"), text)
     text = _SHELL.sub(lambda m: _named_sub(m, 1, 3, lambda m: f"{m.group(1)}={REDACTED}"), text)
     def _shape(m): remember(m.group(0)); return REDACTED
     text = _TOKEN_RE.sub(_shape, text)
@@ -114,13 +119,13 @@ def redact_text(text:str,  # Anything: a command line, a diff, a notebook's JSON
         if v in text: text = text.replace(v, REDACTED)
     return text
 
-# %% ../nbs/10_redact.ipynb #1cce6985
+# %% ../nbs/10_redact.ipynb #4e550c5d
 def redact_value(name:str,  # The param, tag or variable name
                  value,  # Its value; non-strings are turned into strings
                  env:dict|None=None):  # Environment whose secret-looking variables are also hidden
     "`value` as a string, `***` if `name` or `value` says it is a secret, else with secrets inside it redacted."
     s = value if isinstance(value, str) else str(value)
-    if is_secret_name(name) and s.strip() and not re.fullmatch(r'\s*([-+]?[\d.eE+-]+|true|false|none|null)\s*', s, re.I):
+    if is_secret_name(name) and s.strip() and not _PLAIN.fullmatch(s):
         remember(s); return REDACTED
     if is_secret_value(s): remember(s); return REDACTED
     return redact_text(s, env)

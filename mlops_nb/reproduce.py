@@ -233,7 +233,7 @@ def _find_rerun(client, attempt, name):
 def _history(client, run_id, key):
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
 
-# %% ../nbs/12_reproduce.ipynb #6ecedba4
+# %% ../nbs/12_reproduce.ipynb #99bb1df9
 def reproduce(run_id:str,  # The MLflow run to re-create
               tolerance:float=1e-9,  # Relative and absolute tolerance for metric values
               settings:Settings|None=None,  # Which store; default `resolve_settings()`
@@ -305,5 +305,9 @@ def reproduce(run_id:str,  # The MLflow run to re-create
         a, b = _history(c, run_id, k) if k in run.data.metrics else [], _history(c, out.new_run_id, k) if k in new.data.metrics else []
         ok, diff = compare_histories(a, b, tolerance) if a and b else (False, None)
         out.metrics.append(dict(key=k, original=a[-1][1] if a else None, new=b[-1][1] if b else None, max_diff=diff, steps=len(b), ok=ok))
-    if not out.reproduced: out.causes = likely_causes(ctx, load_context(c, out.new_run_id))
+    if not out.reproduced:
+        out.causes = likely_causes(ctx, load_context(c, out.new_run_id))
+        t = run.data.tags
+        if t.get('mlops_nb.out_of_order') == 'True' or int(t.get('mlops_nb.reruns') or 0):
+            out.causes.insert(0, "the original run executed cells out of order or re-ran some; the re-run went top to bottom")
     return out

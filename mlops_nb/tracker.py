@@ -134,6 +134,12 @@ def is_transient(e:BaseException):  # An exception raised by a store call
     return 'locked' in str(e) or isinstance(e, OSError) or type(e).__name__ in ('OperationalError', 'DisconnectionError')
 
 # %% ../nbs/06_tracker.ipynb #5a0eea57
+def _remove_staged(folder, journal_name):
+    "Remove the artifact copies staged beside a journal (`<journal>-<run>/`) once the store has them."
+    import shutil
+    for d in Path(folder).glob(f"{journal_name}-*"):
+        if d.is_dir(): shutil.rmtree(d, ignore_errors=True)
+
 def _redact_record(rec):
     "Secrets out of a `param`, `tag` or `start` record, before it is journaled (setting `redact_secrets`)."
     if rec['op'] in ('param', 'tag'): rec['value'] = redact_value(rec['key'], rec['value'])
@@ -307,8 +313,9 @@ class Tracker:
         if self._thread.is_alive(): self._give_up = True; self._wake.set(); self._thread.join(1)
         drained = not self.backlog
         self.journal.close()
-        if drained:  # everything is in the store: the journal has done its job
+        if drained:  # everything is in the store: the journal (and the artifact copies beside it) have done their job
             for p in (self.journal.path, state_path(self.journal.path)): p.unlink(missing_ok=True)
+            _remove_staged(self.journal.folder, self.journal.name)
         atexit.unregister(self.close)
 
 # %% ../nbs/06_tracker.ipynb #9ff81e96
@@ -338,5 +345,6 @@ def replay_journals(settings:Settings|None=None,  # Where runs go; default: `res
             out.append(dict(journal=path.name, records=len(todo), killed=[app.runs[r] for r in killed],
                             runs=sorted(app.runs.values()), rejected=app.rejected))
             path.unlink(); state_path(path).unlink(missing_ok=True)
+            _remove_staged(folder, path.stem)
         finally: os.close(fd)
     return out
