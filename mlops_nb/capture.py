@@ -175,7 +175,7 @@ def seed_calls(sources:list):  # Cell sources (or any code)
     return [dict(call=m.group(1), value=m.group(2)) for s in sources for m in _SEED_CALL.finditer(s or '')
             if m.group(1) not in ('default_rng', 'RandomState', 'PRNGKey') or m.group(2)]
 
-# %% ../nbs/11_capture.ipynb #5deeb2d4
+# %% ../nbs/11_capture.ipynb #cec97d9f
 def _hash_column(h, col):
     import numpy as np, pandas as pd
     h.update(f"{col.name}\0{col.dtype}\0".encode())
@@ -224,6 +224,7 @@ def fingerprint(data,  # A pandas DataFrame or Series, a NumPy array, or the pat
     if mod == 'numpy':
         import numpy as np
         a = np.ascontiguousarray(data)
+        if a.dtype.kind in 'mM': a = a.view('i8')  # dates and durations: their integer representation
         if a.dtype.kind == 'O':
             import pandas as pd; _hash_column(h, pd.Series(a.ravel(), name='values'))
         else: h.update(memoryview(a).cast('B'))
