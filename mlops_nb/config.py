@@ -145,7 +145,7 @@ def _read_pyproject(project_dir):
 
 # %% ../nbs/01_config.ipynb #e150ce3d
 def _check_env_names(env):
-    known = {v for s in SETTINGS.values() for v in s.env_vars} | {'MLOPS_NB_PROJECT_DIR', 'MLOPS_NB_NOTEBOOK', 'MLOPS_NB_TAGS'}
+    known = {v for s in SETTINGS.values() for v in s.env_vars} | {'MLOPS_NB_PROJECT_DIR', 'MLOPS_NB_NOTEBOOK', 'MLOPS_NB_TAGS', 'MLOPS_NB_SYNC_DELAY'}
     for name in env:
         if name.startswith('MLOPS_NB_') and name not in known:
             raise ConfigError(f"Unknown environment variable `{name}` = {env[name]!r}.{_suggest(name, known)}",

@@ -112,6 +112,7 @@ class MlopsMagics(Magics):
         run = T.track(a.experiment, a.name, dict(a.tag), resume=a.resume, user_ns=self.shell.user_ns,
                       system_metrics=a.system_metrics or None)
         _hook(self.shell, run.cells)
+        if run is T._State.pipeline: return print("Tracked by `mlops-nb run`: this notebook's execution is one run (its id is printed at the end)")
         rid = run.wait_for_id(0.4)
         if getattr(run, 'replaced', None):
             print(f"Stopped run {run.replaced.wait_for_id(1) or run.replaced.name} (FINISHED) to start this one; "
@@ -131,7 +132,9 @@ class MlopsMagics(Magics):
 
     def _stop(self, a, cell):
         from mlops_nb import tracking as T
-        run = T.stop(a.status); _unhook(self.shell)
+        run = T.stop(a.status)
+        if run is T._State.pipeline: return print("The run ends with the notebook (`mlops-nb run` records its outcome)")
+        _unhook(self.shell)
         rid = run.wait_for_id(1) or f"{run.name or ''} (not in the store yet)"
         print(f"Stopped run {rid} ({a.status}); {run.tracker.backlog} calls still on their way to the store")
 

@@ -156,7 +156,8 @@ class Tracker:
                  flush_interval:float=0.2,  # Seconds between flushes when the queue is small
                  batch_size:int=20_000,  # Most records applied per store round trip
                  max_queue:int=250_000,  # Most records kept in memory; beyond, they are read back from the journal
-                 close_at_exit:bool=True):  # Drain and close when the interpreter exits
+                 close_at_exit:bool=True,  # Drain and close when the interpreter exits
+                 sync_delay:float=0.0):  # Seconds to only journal before applying (unless asked for a run id or a flush)
         self.settings = settings or resolve_settings()
         self.journal = Journal(Path(self.settings.project_dir)/'.mlops'/'journal')
         self.flush_interval, self.batch_size, self.max_queue = flush_interval, batch_size, max_queue
@@ -168,6 +169,7 @@ class Tracker:
         self.logged = self.applied = 0  # records journaled / applied to the store
         self._acked, self._spill_from = 0, None  # journal offset applied; offset from which records are only journaled
         self._closing = self._give_up = self._urgent = False
+        self._hold_until = time.monotonic() + sync_delay  # a short `mlops-nb run` never imports MLflow: the CLI replays
         self._apply_since = None  # when the store call in progress began
         self._thread = threading.Thread(target=self._loop, name='mlops-nb-flusher', daemon=True)
         self._thread.start()
@@ -261,7 +263,7 @@ class Tracker:
         while True:
             if not again: self._wake.wait(self.flush_interval); self._wake.clear()
             again = False
-            if self.backlog and (self._urgent or time.monotonic() >= next_try):
+            if self.backlog and (self._urgent or time.monotonic() >= max(next_try, self._hold_until)):
                 self._urgent = False
                 if self._flush_once(): backoff, again = 0.0, self.backlog > 0
                 else:
@@ -308,6 +310,7 @@ class Tracker:
     def close(self, timeout:float=10):  # Seconds to keep trying to drain the queue
         "Stop the background thread after draining (up to `timeout`); a journal not fully applied stays for replay."
         if self._closing: return
+        if self._applier is None and time.monotonic() < self._hold_until: self._give_up = True  # still holding: leave it to the replay
         self._closing = self._urgent = True; self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive(): self._give_up = True; self._wake.set(); self._thread.join(1)
