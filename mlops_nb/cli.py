@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/cli.html.md"""
 
 # %% auto #0
 __all__ = ['EXIT_CODES', 'cli', 'config_command', 'quickstart_command', 'sync_command', 'reproduce_command', 'diff_command',
-           'ui_command', 'main']
+           'run_command', 'sweep_command', 'ui_command', 'main']
 
 # %% ../nbs/04_cli.ipynb #4be0a2a7
 import json, os, sys
@@ -120,6 +120,61 @@ def diff_command(run_a, run_b, project_dir, as_json):
     d = diff_runs(run_a, run_b, resolve_settings(project_dir=project_dir))
     click.echo(json.dumps(d.to_json(), indent=2, default=str) if as_json else str(d))
 
+# %% ../nbs/04_cli.ipynb #88a9fd07
+@cli.command('run', epilog=EXIT_CODES)
+@click.argument('notebook', type=click.Path(dir_okay=False))
+@click.option('-p', '--parameter', 'params', nargs=2, multiple=True, metavar='NAME VALUE', help="A parameter (repeatable).")
+@click.option('-f', '--parameters-file', type=click.Path(dir_okay=False), help="A YAML file of parameters (-p wins).")
+@click.option('--experiment', '-e', default=None, help="Experiment of the run [default: setting experiment].")
+@click.option('--output', '-o', type=click.Path(dir_okay=False), default=None, help="Where the executed notebook goes [default: .mlops/runs/].")
+@click.option('--timeout', type=float, default=None, help="Seconds a cell may run [default: no limit].")
+@click.option('--name', '-n', default=None, help="Run name [default: the notebook's name].")
+@click.option('--html/--no-html', default=True, show_default=True, help="Also store an HTML rendering.")
+@click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
+@_project_dir
+def run_command(notebook, params, parameters_file, experiment, output, timeout, name, html, as_json, project_dir):
+    "Execute NOTEBOOK headless with papermill as one tracked run."
+    from mlops_nb.pipeline import run_notebook
+    from mlops_nb.params import load_parameter_file, read_parameters, check_parameters
+    from pathlib import Path
+    s = resolve_settings(project_dir=project_dir)
+    given = {}
+    if parameters_file:
+        given = check_parameters(read_parameters(Path(notebook)) if Path(notebook).is_file() else {},
+                                 load_parameter_file(parameters_file), Path(notebook).name, from_text=False)
+        given = {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in given.items()}
+    given |= dict(params)
+    try:
+        res = run_notebook(notebook, given, experiment, output, timeout, s, name=name, html=html,
+                           log=None if as_json else (lambda m: click.echo(m, err=True)))
+    except KeyboardInterrupt:
+        click.echo("Interrupted: the run is marked KILLED; the partly executed notebook is kept.", err=True); return 130
+    click.echo(json.dumps(res.to_json(), indent=2, default=str) if as_json else str(res))
+    return 0 if res.ok else 7
+
+@cli.command('sweep', epilog=EXIT_CODES)
+@click.argument('notebook', type=click.Path(dir_okay=False))
+@click.option('-p', '--parameter', 'params', nargs=2, multiple=True, required=True, metavar='NAME VALUES',
+              help="Comma-separated values of a parameter (repeatable); every combination runs.")
+@click.option('--workers', '-w', type=int, default=2, show_default=True, help="Notebooks run at a time.")
+@click.option('--experiment', '-e', default=None, help="Experiment of the runs [default: setting experiment].")
+@click.option('--timeout', type=float, default=None, help="Seconds a cell may run [default: no limit].")
+@click.option('--json', 'as_json', is_flag=True, help="Print the summary as JSON.")
+@_project_dir
+def sweep_command(notebook, params, workers, experiment, timeout, as_json, project_dir):
+    "Run NOTEBOOK for every combination of parameter values, WORKERS at a time, under one parent run."
+    from mlops_nb.pipeline import sweep, grid
+    from mlops_nb.params import read_parameters
+    from pathlib import Path
+    s = resolve_settings(project_dir=project_dir)
+    n = len(grid(read_parameters(Path(notebook)), list(params), Path(notebook).name)) if Path(notebook).is_file() else 0
+    with click.progressbar(length=n, label=f"{n} runs, {workers} at a time", file=sys.stderr,
+                           item_show_func=lambda r: r and f"{r.status} {' '.join(f'{k}={v}' for k, v in r.parameters.items())}") as bar:
+        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r))
+    click.echo(json.dumps(dict(parent_run_id=out.parent_run_id, seconds=out.seconds, runs=out.table()), indent=2, default=str)
+               if as_json else str(out))
+    return 0 if out.ok else 7
+
 # %% ../nbs/04_cli.ipynb #798dbeb9
 def _free_port(host, port):
     "`port` if it can be bound on `host` (a free one if `port` is 0), else `None`."
@@ -204,6 +259,9 @@ def ui_command(project_dir, port, host, timeout):
 def main(args:list|None=None):  # Command-line arguments; default: `sys.argv[1:]`
     "Run the `mlops-nb` CLI and exit with the documented exit code."
     args = sys.argv[1:] if args is None else list(args)
+    # jsonschema's optional IRI format check compiles a grammar when imported (1.4 s of each of MLflow's and papermill's
+    # imports here); nothing this command validates is an IRI, so its process goes without it (users' kernels keep it).
+    sys.modules.setdefault('rfc3987_syntax', None)
     debug = '--debug' in args
     try: rv = cli.main(args, prog_name='mlops-nb', standalone_mode=False)
     except click.exceptions.Exit as e: sys.exit(e.exit_code)

@@ -108,10 +108,11 @@ def write_state(journal_path:Path, acked:int, runs:dict):
     os.replace(tmp, p)
 
 # %% ../nbs/05_journal.ipynb #86afeb1a
-def orphaned_journals(folder:str|Path):
+def orphaned_journals(folder:str|Path,
+                      pattern:str='*.log'):  # Which journals: a glob on their file names
     "Journals in `folder` whose owning process has ended, each returned with its lock held (close the fd when done)."
     f = _fcntl(); out = []
-    for p in sorted(Path(folder).glob('*.log')):
+    for p in sorted(Path(folder).glob(pattern)):
         try: fd = os.open(p, os.O_RDONLY)
         except FileNotFoundError: continue
         if f:

@@ -323,14 +323,15 @@ class Tracker:
 
 # %% ../nbs/06_tracker.ipynb #9ff81e96
 def replay_journals(settings:Settings|None=None,  # Where runs go; default: `resolve_settings()`
-                    chunk:int=20_000):  # Records per store round trip
+                    chunk:int=20_000,  # Records per store round trip
+                    pattern:str='*.log'):  # Which journals: a glob on their names (`*-<pid>-*.log`: one process's)
     "Apply the journals of ended processes to the store; return one summary dict per journal replayed."
     from mlops_nb.store import open_client
     s = settings or resolve_settings()
     folder = Path(s.project_dir)/'.mlops'/'journal'
     if not folder.is_dir(): return []
     out, client = [], None
-    for path, fd in orphaned_journals(folder):
+    for path, fd in orphaned_journals(folder, pattern):
         try:
             client = client or open_client(s)
             state = read_state(path)

@@ -142,6 +142,7 @@ def pipeline_track(name:str|None=None,  # Run name
                    system_metrics:float|None=15.0):  # Seconds between system metric samples
     "Track this kernel for `mlops-nb run`: the notebook's own `%mlops track`/`%mlops stop` then join this run, which ends with the kernel."
     _State.pipeline = run = track(name=name, system_metrics=system_metrics)
+    set_tag('mlops_nb.pipeline_run', 'true', run=run)
     return run
 
 def _end_all(status):
