@@ -32,14 +32,14 @@ def prepare_notebook(nb:dict,  # The notebook, as loaded JSON
     cells.insert(at, dict(cell_type='code', execution_count=None, id=_SETUP_TAG, metadata=dict(tags=[_SETUP_TAG]), outputs=[], source=src))
     return nb
 
-# %% ../nbs/14_pipeline.ipynb #bc67231c
+# %% ../nbs/14_pipeline.ipynb #eef50acf
 def _kernel_manager(kernel_name, env, cwd):
     "A kernel manager whose kernel gets `env` and `cwd`; the caller shuts the kernel down (papermill leaves a given one running)."
-    from jupyter_client.manager import KernelManager
-    class _KM(KernelManager):
-        def start_kernel(self, **kw):
+    from jupyter_client.manager import AsyncKernelManager
+    class _KM(AsyncKernelManager):
+        async def start_kernel(self, **kw):
             kw['env'] = {**os.environ, **env}; kw['cwd'] = cwd
-            super().start_kernel(**kw)
+            await super().start_kernel(**kw)
             try: self.kernel_pid = self.provisioner.process.pid
             except AttributeError: self.kernel_pid = None
     return _KM(kernel_name=kernel_name, transport='ipc', ip=str(Path(tempfile.gettempdir())/f"mlops-nb-kernel-{uuid.uuid4().hex[:8]}"))
@@ -63,7 +63,7 @@ class _ResourceMonitor:
                 self.cpu = max(self.cpu, sum(sum(p.cpu_times()[:2]) for p in procs))
             except (psutil.NoSuchProcess, psutil.AccessDenied): pass
 
-# %% ../nbs/14_pipeline.ipynb #58c6d356
+# %% ../nbs/14_pipeline.ipynb #1ba88aed
 @dataclass
 class RunResult:
     "What `run_notebook` did: the run, its status, the executed notebook, and the error if it failed."
@@ -83,6 +83,7 @@ class RunResult:
     def __str__(self):
         lines = [f"{self.status:<9} {self.notebook}  run {self.run_id or '(none)'}  {self.seconds:.1f} s"]
         if self.metrics: lines.append('  ' + '  '.join(f"{k}={_fmt(v)}" for k, v in sorted(self.metrics.items()) if not k.startswith(('system/', 'pipeline/'))))
+        if self.error: lines.append(f"  error: {self.error}")
         if self.output: lines.append(f"  executed notebook: {self.output}")
         if self.traceback: lines.append(self.traceback)
         return '\n'.join(l for l in lines if l.strip())
@@ -91,9 +92,24 @@ def _fmt(v): return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 _ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 
-def _describe(e):
+def _running_cell(output):
+    "`(index, source)` of the cell papermill marked as running in the (partial) output notebook."
+    try: cells = json.loads(Path(output).read_text())['cells']
+    except (OSError, ValueError, KeyError): return None, None
+    for i, c in enumerate(cells):
+        if (c.get('metadata', {}).get('papermill') or {}).get('status') == 'running':
+            return i, ''.join(c['source']) if isinstance(c['source'], list) else c['source']
+    return None, None
+
+def _describe(e, output=None):
     "`(one line, plain-text traceback)` of a papermill/nbclient failure."
     name = type(e).__name__
+    if name in ('DeadKernelError', 'CellTimeoutError'):
+        i, src = _running_cell(output) if output else (None, None)
+        where = f" in cell {i}" if i is not None else ''
+        shown = f"--- the cell running when it happened (cell {i}) ---\n{src}\n---\n" if src is not None else ''
+        if name == 'DeadKernelError': return (f"the kernel died{where} ({e})"[:500], f"{shown}The kernel died while running the notebook: {e}")
+        return (f"a cell timed out{where}: {str(e).splitlines()[0]}"[:500], f"{shown}{e}")
     if name == 'PapermillExecutionError':
         tb = _ANSI.sub('', '\n'.join(e.traceback or []))
         return (f"cell {e.exec_count} raised {e.ename}: {e.evalue}"[:500],
@@ -102,7 +118,7 @@ def _describe(e):
     if name == 'CellTimeoutError': return (f"a cell timed out: {str(e).splitlines()[0]}"[:500], str(e))
     return (f"{name}: {e}"[:500], f"{name}: {e}")
 
-# %% ../nbs/14_pipeline.ipynb #7dfff155
+# %% ../nbs/14_pipeline.ipynb #fec26485
 def _finish_run(client, s, job:dict):
     "Replay the kernel's journal, find its run (or create one if the kernel never got to it), record the outcome; return `{run_id, metrics}`."
     from mlops_nb.tracker import replay_journals
@@ -165,14 +181,14 @@ class _Finisher:
 
 def _shutdown_kernel(km):
     "Ask the kernel to exit (it ends its run and closes its journal), killing it after a few seconds."
+    from jupyter_core.utils import run_sync
     try:
-        if km.has_kernel: km.shutdown_kernel(now=False)
+        if km.has_kernel: run_sync(km.shutdown_kernel)(now=False)
     except Exception:
-        try: km.shutdown_kernel(now=True)
+        try: run_sync(km.shutdown_kernel)(now=True)
         except Exception: pass
-    km.cleanup_resources() if hasattr(km, 'cleanup_resources') else None
 
-# %% ../nbs/14_pipeline.ipynb #1b4164ec
+# %% ../nbs/14_pipeline.ipynb #0ed6cf4e
 def run_notebook(notebook:str|Path,  # The notebook to execute
                  parameters:dict|None=None,  # Name -> value (strings are converted to the parameter's type)
                  experiment:str|None=None,  # Experiment of the run; default: setting `experiment`
@@ -191,7 +207,9 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
     if not nb_path.is_file() or nb_path.suffix != '.ipynb':
         raise NotebookRunError(f"No notebook at {str(notebook)!r}.", fix="Pass the path of an existing .ipynb file.")
     nb = json.loads(nb_path.read_text())
-    params = check_parameters(read_parameters(nb), dict(parameters or {}), nb_path.name, from_text)
+    spec = read_parameters(nb)
+    params = check_parameters(spec, dict(parameters or {}), nb_path.name, from_text)
+    effective = {k: p.default for k, p in spec.items()} | params  # what the notebook runs with, defaults included
     name = name or nb_path.stem
     out = Path(output) if output else Path(s.project_dir)/'.mlops'/'runs'/f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -216,13 +234,13 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
         except KeyboardInterrupt as e: interrupted = e; res.status, res.error = 'KILLED', 'interrupted (Ctrl-C)'
         except Exception as e:
             if type(e).__module__.split('.')[0] not in ('papermill', 'nbclient', 'jupyter_client'): finisher.cancel(); raise
-            res.status = 'FAILED'; res.error, res.traceback = _describe(e)
+            res.status = 'FAILED'; res.error, res.traceback = _describe(e, out)
         finally: _shutdown_kernel(km)  # its journal is replayed next: the kernel must have exited and let go of it
     res.seconds = round(time.perf_counter() - t0, 3)
     if not out.is_file(): res.output = None
     job = dict(attempt=attempt, kernel_pid=getattr(km, 'kernel_pid', None), experiment=experiment or s.experiment, name=name,
                tags=tags or {}, html=html and interrupted is None, peak_rss=monitor.peak_rss, cpu=monitor.cpu,
-               result=dict(notebook=res.notebook, status=res.status, seconds=res.seconds, parameters=params, error=res.error,
+               result=dict(notebook=res.notebook, status=res.status, seconds=res.seconds, parameters=effective, error=res.error,
                            traceback=res.traceback, output=res.output))
     try: res.run_id, res.metrics = (got := finisher.finish(job))['run_id'], got['metrics']
     except Exception as e:  # the store is down: the journal keeps the kernel's calls for `mlops-nb sync`

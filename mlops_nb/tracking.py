@@ -9,7 +9,7 @@ __all__ = ['ActiveRun', 'track', 'pipeline_track', 'active_run', 'stop', 'log_me
            'set_tag', 'log_artifact', 'status', 'sync', 'autolog']
 
 # %% ../nbs/08_tracking.ipynb #0fdbe362
-import atexit, getpass, json, os, shutil, tempfile, threading, time
+import atexit, getpass, json, os, shutil, sys, tempfile, threading, time
 from pathlib import Path
 
 from .config import Settings, resolve_settings, redact_uri
@@ -106,6 +106,7 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
             replaced = _State.runs[-1]; _end_all('FINISHED')
         parent = _State.runs[-1] if (nested and _State.runs) else None
         experiment = experiment or (parent.experiment if parent else t.settings.experiment)
+        user_ns = user_ns if user_ns is not None else _shell_namespace()
         nb, how = notebook_path(user_ns)
         rid = t.new_run_id()
         t.record('start', run=rid, experiment=experiment, name=name,
@@ -119,6 +120,12 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
             run.sampler = SystemSampler(lambda m, step: _log_metrics_to(run, m, step), system_metrics).start()
         _State.runs.append(run)
         return run
+
+def _shell_namespace():
+    "The IPython kernel's namespace when called from one (`mn.track()` in a notebook), else `None`."
+    ipy = sys.modules.get('IPython')
+    shell = ipy.get_ipython() if ipy else None
+    return getattr(shell, 'user_ns', None)
 
 def _env_tags():
     "Tags every run of this process gets from `MLOPS_NB_TAGS` (a JSON object; `mlops-nb run` and `reproduce` set it)."

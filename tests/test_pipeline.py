@@ -1,0 +1,135 @@
+"""`mlops-nb run` and `mlops-nb sweep` as a user runs them: real kernels, a real store, the installed console script."""
+import json, os, signal, subprocess, time
+from pathlib import Path
+
+import pytest
+
+from conftest import mlops_nb_cli, BIN
+from mlops_nb.config import resolve_settings
+from mlops_nb.store import open_client
+
+pytestmark = pytest.mark.integration
+
+
+def _write_nb(path, *cells, params="lr = 0.1\nepochs: int = 3\nname = 'base'"):
+    cells = [(params, ['parameters'])] + [(c, []) for c in cells]
+    nb = dict(nbformat=4, nbformat_minor=5, metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
+              cells=[dict(cell_type='code', id=f"c{i}", metadata=dict(tags=t) if t else {}, execution_count=None, outputs=[], source=s)
+                     for i, (s, t) in enumerate(cells)])
+    Path(path).write_text(json.dumps(nb, indent=1)); return Path(path)
+
+
+def _runs(project):
+    c = open_client(resolve_settings(project_dir=project))
+    return c, c.search_runs([e.experiment_id for e in c.search_experiments()], order_by=['attributes.start_time ASC'])
+
+
+TRAIN = "import mlops_nb as mn\nfor i in range(epochs): mn.log_metric('loss', lr / (i + 1), step=i)\nprint('trained', name)"
+
+
+def test_run_tracks_one_run_with_parameters_metrics_and_the_executed_notebook(project):
+    _write_nb(project/'train.ipynb', TRAIN, "%load_ext mlops_nb\n%mlops track --name inner\n%mlops stop")
+    r = mlops_nb_cli('run', 'train.ipynb', '-p', 'lr', '0.5', '-p', 'epochs', '2', cwd=project, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith('FINISHED') and 'loss=0.25' in r.stdout
+    c, runs = _runs(project)
+    assert len(runs) == 1, [x.data.tags.get('mlflow.runName') for x in runs]  # the notebook's own track/stop joined the run
+    run = runs[0]
+    assert run.info.status == 'FINISHED' and run.info.run_id in r.stdout
+    assert (run.data.params['lr'], run.data.params['epochs']) == ('0.5', '2')
+    assert [m.value for m in c.get_metric_history(run.info.run_id, 'loss')] == [0.5, 0.25]
+    assert run.data.metrics['pipeline/wall_seconds'] > 0 and run.data.metrics['pipeline/kernel_peak_rss_mb'] > 10
+    assert run.data.tags['mlops_nb.notebook_source'] == 'mlops-nb run' and run.data.tags['mlflow.source.name'] == str(project/'train.ipynb')
+    arts = {a.path for a in c.list_artifacts(run.info.run_id, 'pipeline')}
+    assert any(p.endswith('.ipynb') for p in arts) and any(p.endswith('.html') for p in arts), arts
+    executed = json.loads(Path(c.download_artifacts(run.info.run_id, next(p for p in arts if p.endswith('.ipynb')), str(project/'dl'))).read_text())
+    assert any('trained base' in ''.join(o.get('text', '')) for cell in executed['cells'] for o in cell.get('outputs', []))
+    ctx = json.loads(Path(c.download_artifacts(run.info.run_id, 'context/context.json', str(project/'dl'))).read_text())
+    assert ctx['notebook']['path'] == str(project/'train.ipynb') and ctx['params']['papermill'] == {'lr': 0.5, 'epochs': 2}
+    assert not list((project/'.mlops'/'journal').glob('*.log'))  # the kernel's journal was applied and removed
+
+
+@pytest.mark.parametrize('args,needle', [
+    (['-p', 'lrr', '0.1'], "Unknown parameter `lrr` for train.ipynb. Did you mean `lr`?"),
+    (['-p', 'epochs', '2.5'], "Parameter `epochs` = '2.5' is not an int"),
+])
+def test_bad_parameters_fail_before_any_kernel_starts(project, args, needle):
+    _write_nb(project/'train.ipynb', TRAIN)
+    t0 = time.perf_counter()
+    r = mlops_nb_cli('run', 'train.ipynb', *args, cwd=project)
+    assert r.returncode == 2 and needle in r.stderr and 'Fix:' in r.stderr, r.stderr
+    assert not (project/'.mlops'/'runs').exists()  # nothing ran
+
+
+def test_parameters_file_and_command_line(project):
+    _write_nb(project/'train.ipynb', TRAIN)
+    (project/'p.yaml').write_text("lr: 0.2\nepochs: 1\nname: from-file\n")
+    r = mlops_nb_cli('run', 'train.ipynb', '-f', 'p.yaml', '-p', 'epochs', '2', '--no-html', '--json', cwd=project, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)['parameters'] == {'lr': 0.2, 'epochs': 2, 'name': 'from-file'}
+    (project/'bad.yaml').write_text("epochs: many\n")
+    r = mlops_nb_cli('run', 'train.ipynb', '-f', 'bad.yaml', cwd=project)
+    assert r.returncode == 2 and "Parameter `epochs` = 'many' is not an int" in r.stderr
+
+
+@pytest.mark.parametrize('cell,args,needle', [
+    ("import mlops_nb as mn\nmn.log_metric('before', 1.0)\nraise ValueError('bad input row 7')", [], "ValueError: bad input row 7"),
+    ("import os\nos._exit(3)", [], "the kernel died"),
+    ("import time\ntime.sleep(60)", ['--timeout', '2'], "timed out"),
+])
+def test_a_failing_notebook_is_recorded_as_failed_with_its_cell_and_traceback(project, cell, args, needle):
+    _write_nb(project/'job.ipynb', "x = 1", cell, "print('never')")
+    r = mlops_nb_cli('run', 'job.ipynb', '--no-html', *args, cwd=project, timeout=180)
+    assert r.returncode == 7, r.stdout + r.stderr
+    assert r.stdout.startswith('FAILED') and needle in r.stdout, r.stdout
+    c, runs = _runs(project)
+    run = runs[-1]
+    assert run.info.status == 'FAILED' and needle in run.data.tags['mlops_nb.pipeline.error']
+    if 'ValueError' in needle:
+        assert run.data.metrics['before'] == 1.0  # logged before the failure: kept
+        assert "raise ValueError('bad input row 7')" in r.stdout  # the failing cell is shown
+        err = Path(c.download_artifacts(run.info.run_id, 'pipeline/error.txt', str(project/'dl'))).read_text()
+        assert 'bad input row 7' in err and 'Traceback' in err
+    partial = next((project/'.mlops'/'runs').glob('job-*.ipynb'))  # the partly executed notebook is kept
+    assert 'never' not in ''.join(str(c_.get('outputs')) for c_ in json.loads(partial.read_text())['cells'])
+
+
+def test_ctrl_c_stops_the_run_cleanly(project):
+    _write_nb(project/'slow.ipynb', "import mlops_nb as mn\nmn.log_metric('started', 1.0)\nprint('sleeping', flush=True)", "import time\ntime.sleep(120)")
+    p = subprocess.Popen([str(BIN/'mlops-nb'), 'run', 'slow.ipynb', '--no-html'], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list((project/'.mlops'/'runs').glob('slow-*.ipynb')): time.sleep(0.2)
+    time.sleep(4)  # well into the sleeping cell
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, out + err
+    c, runs = _runs(project)
+    assert runs and runs[-1].info.status == 'KILLED' and runs[-1].data.metrics.get('started') == 1.0
+
+
+def test_sweep_runs_the_grid_under_one_parent(project):
+    _write_nb(project/'train.ipynb', TRAIN)
+    r = mlops_nb_cli('sweep', 'train.ipynb', '-p', 'lr', '0.1,0.2', '-p', 'epochs', '1,2', '--workers', '2', cwd=project, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '4 runs, 0 failed' in r.stdout and 'loss' in r.stdout.splitlines()[0]
+    c, runs = _runs(project)
+    parent = [x for x in runs if x.data.tags.get('mlops_nb.sweep') == 'parent']
+    assert len(parent) == 1 and parent[0].info.status == 'FINISHED'
+    children = [x for x in runs if x.data.tags.get('mlflow.parentRunId') == parent[0].info.run_id]
+    assert sorted((x.data.params['lr'], x.data.params['epochs']) for x in children) == [('0.1', '1'), ('0.1', '2'), ('0.2', '1'), ('0.2', '2')]
+    assert all(x.info.status == 'FINISHED' and 'loss' in x.data.metrics for x in children)
+    r = mlops_nb_cli('sweep', 'train.ipynb', '-p', 'epochs', '1,two', cwd=project)
+    assert r.returncode == 2 and "Parameter `epochs` = 'two' is not an int" in r.stderr
+
+
+def test_a_notebook_reads_back_a_finished_run(project):
+    _write_nb(project/'train.ipynb', TRAIN)
+    r = mlops_nb_cli('run', 'train.ipynb', '--no-html', '--json', cwd=project, timeout=180)
+    rid = json.loads(r.stdout)['run_id']
+    _write_nb(project/'report.ipynb', "import mlops_nb.pipeline as p\nrun = p.load_run(run_id)\n"
+              "assert run.metrics['loss'] == 0.1 / 3 and run.params['lr'] == '0.1'\n"
+              "ctx = run.artifact('context/context.json').read_text()\nimport mlops_nb as mn\nmn.log_metric('source_loss', run.metrics['loss'])",
+              params="run_id = ''")
+    r = mlops_nb_cli('run', 'report.ipynb', '-p', 'run_id', rid, '--no-html', cwd=project, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'source_loss=0.03333' in r.stdout
