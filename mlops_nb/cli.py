@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/cli.html.md"""
 
 # %% auto #0
 __all__ = ['EXIT_CODES', 'cli', 'config_command', 'quickstart_command', 'sync_command', 'reproduce_command', 'diff_command',
-           'run_command', 'sweep_command', 'ui_command', 'main']
+           'run_command', 'sweep_command', 'init_command', 'ui_command', 'server_command', 'main']
 
 # %% ../nbs/04_cli.ipynb #4be0a2a7
 import json, os, sys
@@ -175,6 +175,19 @@ def sweep_command(notebook, params, workers, experiment, timeout, as_json, proje
                if as_json else str(out))
     return 0 if out.ok else 7
 
+# %% ../nbs/04_cli.ipynb #e10091c4
+@cli.command('init', epilog=EXIT_CODES)
+@click.argument('directory', default='.', type=click.Path(file_okay=False))
+@click.option('--name', default=None, help="Project and experiment name [default: the folder's name].")
+@click.option('--force', is_flag=True, help="Overwrite files that exist.")
+def init_command(directory, name, force):
+    "Scaffold a project: pipeline notebooks, settings, a CI workflow and a pre-commit config."
+    from mlops_nb.scaffold import init_project
+    out = init_project(directory, name, force)
+    for rel, what in out.items(): click.echo(f"{what:<11} {rel}")
+    click.echo(f"\nNext: cd {directory} && mlops-nb run notebooks/train.ipynb -p n_trials 10"
+               + ("" if not any(v == 'kept' for v in out.values()) else "\n(kept files were left as they are; --force overwrites them)"))
+
 # %% ../nbs/04_cli.ipynb #798dbeb9
 def _free_port(host, port):
     "`port` if it can be bound on `host` (a free one if `port` is 0), else `None`."
@@ -253,6 +266,51 @@ def ui_command(project_dir, port, host, timeout):
         with _forward_sigterm(): proc.wait()
         if proc.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
             raise StoreError(f"The MLflow UI stopped with exit code {proc.returncode}.", fix="Read the server's messages above.")
+    finally: _stop_group(proc)
+
+# %% ../nbs/04_cli.ipynb #52dece5d
+@cli.command('server', epilog=EXIT_CODES)
+@_project_dir
+@click.option('--backend-store-uri', default=None, help="Database of runs [default: setting server_store_uri].")
+@click.option('--port', type=int, default=5000, show_default=True, help="Port to listen on; 0 picks a free one.")
+@click.option('--host', default='127.0.0.1', show_default=True, help="Interface to bind; 0.0.0.0 to serve a team.")
+@click.option('--workers', type=int, default=2, show_default=True, help="Server worker processes.")
+@click.option('--timeout', default=120.0, show_default=True, help="Seconds to wait for the server to come up.")
+def server_command(project_dir, backend_store_uri, port, host, workers, timeout):
+    "Run an MLflow tracking server on a database, for a team (Ctrl-C stops it)."
+    import signal, subprocess
+    s = resolve_settings(project_dir=project_dir)
+    uri = backend_store_uri or s.server_store_uri
+    if not uri: raise ConfigError("No database for the server: setting `server_store_uri` is not set.",
+                                  fix="Pass --backend-store-uri postgresql://user@host:5432/mlflow, or set `server_store_uri` in [tool.mlops_nb].")
+    scheme = uri.split(':', 1)[0].split('+')[0]
+    if scheme not in ('postgresql', 'mysql', 'mssql', 'sqlite'):
+        raise ConfigError(f"Bad server store {redact_uri(uri)!r}: a tracking server needs a database URI.",
+                          fix="Use postgresql://user@host:5432/db (or mysql://, mssql://, sqlite:///path.db).")
+    if scheme == 'postgresql':
+        import importlib.util
+        if not importlib.util.find_spec('psycopg'):  # MLflow talks to PostgreSQL through psycopg 3
+            from mlops_nb.errors import missing_dependency
+            raise missing_dependency('psycopg', 'team', 'A tracking server on PostgreSQL')
+    from mlops_nb.config import Settings
+    check_store(Settings(dict(tracking_uri=uri), dict(tracking_uri='--backend-store-uri' if backend_store_uri else s.sources['server_store_uri'])))
+    chosen = _free_port(host, port)
+    if chosen is None: raise ConfigError(f"Port {port} on {host} is in use.", fix="Stop what uses it, or pass --port 0 for any free port.")
+    cmd = [sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri', uri, '--host', host, '--port', str(chosen),
+           '--workers', str(workers), '--serve-artifacts', '--artifacts-destination', s.artifact_root]
+    env = {**os.environ, 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    url = f"http://{host}:{chosen}"
+    try:
+        if not _wait_healthy(url, proc, timeout):
+            raise StoreError(f"The tracking server did not come up on {url} within {timeout:g} s (exit code {proc.poll()}).",
+                             fix="Read the server's messages above; check the database URI and that the database exists.")
+        click.echo(f"Tracking server on {redact_uri(uri)} at {url}  (Ctrl-C to stop)\n"
+                   f"Clients: tracking_uri = \"{url}\" in [tool.mlops_nb], or MLOPS_NB_TRACKING_URI={url}")
+        sys.stdout.flush()
+        with _forward_sigterm(): proc.wait()
+        if proc.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
+            raise StoreError(f"The tracking server stopped with exit code {proc.returncode}.", fix="Read the server's messages above.")
     finally: _stop_group(proc)
 
 # %% ../nbs/04_cli.ipynb #e8963fd1

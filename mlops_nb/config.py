@@ -77,6 +77,8 @@ SETTINGS = {s.key: s for s in [
     Setting('ui_port', _to_int, 5000, "Port of `mlops-nb ui` (0 picks a free port)", type_name='int'),
     Setting('cache_dir', _to_str, lambda s: str(_cache_home()),
             "Per-user cache: migrated store templates, one per MLflow version"),
+    Setting('server_store_uri', _to_str, None,
+            "Database of `mlops-nb server` (team mode), e.g. postgresql://user@db:5432/mlflow"),
 ]}
 
 # %% ../nbs/01_config.ipynb #6dd0ad5d

@@ -118,11 +118,11 @@ def _describe(e, output=None):
     if name == 'CellTimeoutError': return (f"a cell timed out: {str(e).splitlines()[0]}"[:500], str(e))
     return (f"{name}: {e}"[:500], f"{name}: {e}")
 
-# %% ../nbs/14_pipeline.ipynb #fec26485
+# %% ../nbs/14_pipeline.ipynb #6685f9c3
 def _finish_run(client, s, job:dict):
     "Replay the kernel's journal, find its run (or create one if the kernel never got to it), record the outcome; return `{run_id, metrics}`."
     from mlops_nb.tracker import replay_journals
-    from mlops_nb.store import experiment_id
+    from mlops_nb.store import experiment_id, end_run
     from mlops_nb.redact import redact_value
     from mlflow.entities import Metric, Param, RunTag
     pid, attempt, r = job['kernel_pid'], job['attempt'], job['result']
@@ -149,7 +149,7 @@ def _finish_run(client, s, job:dict):
             if job['html'] and (page := _render_html(out, tmp)): client.log_artifact(rid, page, 'pipeline')
         if r.get('traceback'):
             (Path(tmp)/'error.txt').write_text(r['traceback']); client.log_artifact(rid, str(Path(tmp)/'error.txt'), 'pipeline')
-    client.set_terminated(rid, r['status'])
+    end_run(client, rid, r['status'])
     return dict(run_id=rid, metrics=dict(client.get_run(rid).data.metrics))
 
 def _render_html(output, folder):
@@ -307,7 +307,7 @@ def grid(spec:dict, given:list, notebook:str='the notebook'):  # From `read_para
     typed = {k: [check_parameters(spec, {k: v}, notebook)[k] for v in vs] for k, vs in values.items()}
     return [dict(zip(typed, combo)) for combo in itertools.product(*typed.values())]
 
-# %% ../nbs/14_pipeline.ipynb #fa7873d8
+# %% ../nbs/14_pipeline.ipynb #99b6fa14
 @dataclass
 class SweepResult:
     "A sweep's parent run and one `RunResult` per combination."
@@ -341,7 +341,7 @@ def sweep(notebook:str|Path,  # The notebook
           on_done=None):  # Called with each `RunResult` as it finishes
     "Run `notebook` for every combination in `given`, `workers` at a time, as child runs of one parent; return a `SweepResult`."
     from concurrent.futures import ThreadPoolExecutor, as_completed
-    from mlops_nb.store import open_client, experiment_id
+    from mlops_nb.store import open_client, experiment_id, end_run
     if workers < 1: raise ParameterError(f"--workers {workers} is not a positive number.", fix="Pass --workers 1 or more.")
     s = settings or resolve_settings()
     nb_path = Path(notebook).expanduser().resolve()
@@ -374,5 +374,5 @@ def sweep(notebook:str|Path,  # The notebook
         now = int(time.time() * 1000)
         c.log_batch(pid, metrics=[Metric('sweep/finished', sum(r.ok for r in done), now, 0), Metric('sweep/failed', sum(not r.ok for r in done), now, 0),
                                   Metric('sweep/wall_seconds', time.perf_counter() - t0, now, 0)])
-        c.set_terminated(pid, status)
+        end_run(c, pid, status)
     return SweepResult(pid, results, round(time.perf_counter() - t0, 2))

@@ -12,7 +12,7 @@ import json, platform, tempfile, time
 from pathlib import Path
 
 from .config import Settings, resolve_settings, redact_uri
-from .store import open_client, experiment_id, ensure_store
+from .store import open_client, experiment_id, ensure_store, end_run
 
 # %% ../nbs/03_quickstart.ipynb #4e712774
 def train_demo_model(
@@ -65,9 +65,9 @@ def run_quickstart(
             (Path(d)/'model.json').write_text(json.dumps(model, indent=2))
             (Path(d)/'summary.json').write_text(json.dumps(dict(params=params, metrics=final), indent=2))
             client.log_artifacts(rid, d)
-        client.set_terminated(rid, 'FINISHED')
+        end_run(client, rid, 'FINISHED')
     except BaseException:
-        client.set_terminated(rid, 'FAILED'); raise
+        end_run(client, rid, 'FAILED'); raise
     return dict(run_id=rid, experiment=experiment, experiment_id=eid, tracking_uri=redact_uri(s.tracking_uri),
                 store_created=store.created, params=params, metrics=final,
                 artifact_uri=client.get_run(rid).info.artifact_uri, seconds=round(time.perf_counter()-t0, 3))

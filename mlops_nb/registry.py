@@ -8,8 +8,9 @@ Docs: https://mlops-nb.github.io/mlops_nb/registry.html.md"""
 __all__ = ['GateError', 'SchemaError', 'registry_client', 'log_model', 'lineage_tags', 'register_candidate', 'model_version',
            'champion_metrics', 'load_model', 'GateResult', 'check_gates', 'schema_of', 'validate_schema']
 
-# %% ../nbs/15_registry.ipynb #d0f4d7c8
-import atexit, importlib, json, math, re, shutil, tempfile
+# %% ../nbs/15_registry.ipynb #9b5ebcc3
+import atexit, importlib, json, math, os, re, shutil, tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,7 +169,7 @@ def register_candidate(model_name:str,  # Registered model name; created if miss
     tracking.set_tag('mlops_nb.registered_model', f"{model_name}/{mv.version}", run=run)
     return dict(name=model_name, version=int(mv.version), alias=alias, source=source, run_id=rid)
 
-# %% ../nbs/15_registry.ipynb #dbe0dc8f
+# %% ../nbs/15_registry.ipynb #67c36824
 def model_version(model_name:str,  # Registered model name
                   alias:str='candidate',  # The alias to resolve
                   settings:Settings|None=None):  # Which store; default: the active run's, else `resolve_settings()`
@@ -199,6 +200,17 @@ def champion_metrics(model_name:str,  # Registered model name
     except MlflowException: return None  # the run was deleted: nothing to compare with
     return {k: v for k, v in run.data.metrics.items() if not k.startswith('system/')}
 
+@contextmanager
+def _no_progress_bars():
+    "MLflow's download progress bars off (it reads the switch from the environment), the environment restored after."
+    key = 'MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'
+    old = os.environ.get(key)
+    os.environ[key] = 'false'
+    try: yield
+    finally:
+        if old is None: os.environ.pop(key, None)
+        else: os.environ[key] = old
+
 def load_model(model_name:str,  # Registered model name
                alias:str='candidate',  # Which version: the one this alias points at
                settings:Settings|None=None):  # Which store; default: the active run's, else `resolve_settings()`
@@ -215,7 +227,7 @@ def load_model(model_name:str,  # Registered model name
     atexit.register(shutil.rmtree, dst, True)
     try:
         uri = client.get_model_version_download_uri(model_name, str(mv['version']))
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst, tracking_uri=s.tracking_uri)
+        with _no_progress_bars(): local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst, tracking_uri=s.tracking_uri)
     except Exception as e: raise _store_error(f"Downloading `{model_name}` version {mv['version']}", e, s) from None
     return mlflow.pyfunc.load_model(local)
 

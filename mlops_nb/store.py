@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/store.html.md"""
 
 # %% auto #0
 __all__ = ['mlflow_version', 'template_path', 'import_mlflow', 'build_template', 'StoreInfo', 'ensure_store', 'open_client',
-           'experiment_id']
+           'end_run', 'experiment_id']
 
 # %% ../nbs/02_store.ipynb #7033e10f
 import os, shutil, sqlite3, time, uuid
@@ -145,6 +145,14 @@ def open_client(settings:Settings|None=None):  # Resolved settings; default: `re
 def _slug(name):
     import re, hashlib
     return (re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')[:60] or 'experiment') + '-' + hashlib.sha1(name.encode()).hexdigest()[:6]
+
+def end_run(client, run_id:str, status:str, end_time:int|None=None):  # An `MlflowClient`; FINISHED/FAILED/KILLED; ms
+    "`client.set_terminated` without the \"View run at\" lines MLflow writes to stdout for a server (they would land in a cell's output)."
+    from mlflow.entities import RunStatus
+    end_time = end_time or int(time.time() * 1000)
+    try: store = client._tracking_client.store
+    except AttributeError: return client.set_terminated(run_id, status, end_time)
+    store.update_run_info(run_id, run_status=RunStatus.from_string(status), end_time=end_time, run_name=None)
 
 def experiment_id(client, settings:Settings, name:str|None=None):  # Default: setting `experiment`
     "The id of experiment `name`, created (with its artifacts under `artifact_root`) if it does not exist."

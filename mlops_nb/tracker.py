@@ -80,7 +80,8 @@ class _Applier:
             elif op == 'artifact':
                 flush(rid); self._call(self.client.log_artifact, self.run_id(rid), rec['path'], rec.get('dest'))
             elif op == 'end':
-                flush(rid); self.client.set_terminated(self.run_id(rid), rec['status'], int(rec['t']*1000))
+                from mlops_nb.store import end_run
+                flush(rid); end_run(self.client, self.run_id(rid), rec['status'], int(rec['t']*1000))
         flush()
 
     def _call(self, fn, *args, **kw):
@@ -326,7 +327,7 @@ def replay_journals(settings:Settings|None=None,  # Where runs go; default: `res
                     chunk:int=20_000,  # Records per store round trip
                     pattern:str='*.log'):  # Which journals: a glob on their names (`*-<pid>-*.log`: one process's)
     "Apply the journals of ended processes to the store; return one summary dict per journal replayed."
-    from mlops_nb.store import open_client
+    from mlops_nb.store import open_client, end_run
     s = settings or resolve_settings()
     folder = Path(s.project_dir)/'.mlops'/'journal'
     if not folder.is_dir(): return []
@@ -345,7 +346,7 @@ def replay_journals(settings:Settings|None=None,  # Where runs go; default: `res
                 app.apply([rec for _, rec in part])
                 write_state(path, part[-1][0], app.runs)
             killed = [rid for rid in starts if rid not in ended]
-            for rid in killed: client.set_terminated(app.run_id(rid), 'KILLED', int(path.stat().st_mtime*1000))
+            for rid in killed: end_run(client, app.run_id(rid), 'KILLED', int(path.stat().st_mtime*1000))
             out.append(dict(journal=path.name, records=len(todo), killed=[app.runs[r] for r in killed],
                             runs=sorted(app.runs.values()), rejected=app.rejected))
             path.unlink(); state_path(path).unlink(missing_ok=True)
