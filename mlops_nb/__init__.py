@@ -7,10 +7,13 @@ from .tracking import (track, stop, active_run, log_metric, log_metrics, log_par
 
 __all__ = ['track', 'stop', 'active_run', 'log_metric', 'log_metrics', 'log_param', 'log_params', 'set_tag',
            'log_artifact', 'status', 'sync', 'seed', 'track_data', 'fingerprint', 'diff_runs', 'reproduce',
-           'MlopsNbError', 'load_ipython_extension']
+           'run_notebook', 'load_run', 'log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
+           'validate_schema', 'MlopsNbError', 'load_ipython_extension']
 
 _LAZY = {'seed': 'capture', 'track_data': 'capture', 'fingerprint': 'capture',
-         'diff_runs': 'reproduce', 'reproduce': 'reproduce'}
+         'diff_runs': 'reproduce', 'reproduce': 'reproduce', 'run_notebook': 'pipeline', 'load_run': 'pipeline',
+         **{k: 'registry' for k in ('log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
+                                    'validate_schema')}}
 
 
 def __getattr__(name):

@@ -28,6 +28,8 @@ Exit codes:
   7    a notebook run headless stopped at an error
   8    a run cannot be re-created (no recorded context, unknown commit)
   9    `reproduce`: the run was re-created but its metrics differ
+  10   `run`: the notebook stopped at a failed quality gate (GateError)
+  11   `run`: the notebook's data did not match the reference schema (SchemaError)
   70   internal error: rerun with --debug and report the traceback
   130  interrupted (Ctrl-C)"""
 
@@ -60,11 +62,21 @@ def config_command(project_dir, as_json, check):
 
 # %% ../nbs/04_cli.ipynb #58b4b636
 @cli.command('quickstart', epilog=EXIT_CODES)
+@click.option('--dir', 'directory', default='mlops-nb-quickstart', show_default=True, type=click.Path(file_okay=False),
+              help="Project folder to scaffold and run in (kept, to look around).")
+@click.option('--trials', type=int, default=5, show_default=True, help="Optuna trials of the training notebook.")
+@click.option('--demo', is_flag=True, help="Instead: one small tracked run in the current project (no LightGBM/Optuna needed).")
 @_project_dir
-@click.option('--experiment', default='quickstart', show_default=True, help="Experiment the demo run goes to.")
-@click.option('--json', 'as_json', is_flag=True, help="Print the run summary as JSON.")
-def quickstart_command(project_dir, experiment, as_json):
-    "Create the project's store and log a tracked demo training run."
+@click.option('--experiment', default='quickstart', show_default=True, help="Experiment of the --demo run.")
+@click.option('--json', 'as_json', is_flag=True, help="Print the summary as JSON.")
+def quickstart_command(directory, trials, demo, project_dir, experiment, as_json):
+    "The whole loop on a fresh project: scaffold, train (Optuna + LightGBM), register, monitor, say where to look."
+    if demo: return _demo(project_dir, experiment, as_json)
+    from mlops_nb.scaffold import quickstart_project, quickstart_summary
+    out = quickstart_project(directory, trials, log=None if as_json else (lambda m: click.echo(m, err=True)))
+    click.echo(json.dumps(out, indent=2, default=str) if as_json else quickstart_summary(out))
+
+def _demo(project_dir, experiment, as_json):
     from mlops_nb.quickstart import run_quickstart
     s = resolve_settings(project_dir=project_dir)
     out = run_quickstart(s, experiment=experiment)
@@ -120,7 +132,7 @@ def diff_command(run_a, run_b, project_dir, as_json):
     d = diff_runs(run_a, run_b, resolve_settings(project_dir=project_dir))
     click.echo(json.dumps(d.to_json(), indent=2, default=str) if as_json else str(d))
 
-# %% ../nbs/04_cli.ipynb #88a9fd07
+# %% ../nbs/04_cli.ipynb #ef67661f
 @cli.command('run', epilog=EXIT_CODES)
 @click.argument('notebook', type=click.Path(dir_okay=False))
 @click.option('-p', '--parameter', 'params', nargs=2, multiple=True, metavar='NAME VALUE', help="A parameter (repeatable).")
@@ -150,7 +162,7 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
     except KeyboardInterrupt:
         click.echo("Interrupted: the run is marked KILLED; the partly executed notebook is kept.", err=True); return 130
     click.echo(json.dumps(res.to_json(), indent=2, default=str) if as_json else str(res))
-    return 0 if res.ok else 7
+    return res.exit_code
 
 @cli.command('sweep', epilog=EXIT_CODES)
 @click.argument('notebook', type=click.Path(dir_okay=False))

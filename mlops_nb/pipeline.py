@@ -63,7 +63,7 @@ class _ResourceMonitor:
                 self.cpu = max(self.cpu, sum(sum(p.cpu_times()[:2]) for p in procs))
             except (psutil.NoSuchProcess, psutil.AccessDenied): pass
 
-# %% ../nbs/14_pipeline.ipynb #1ba88aed
+# %% ../nbs/14_pipeline.ipynb #103f7fa3
 @dataclass
 class RunResult:
     "What `run_notebook` did: the run, its status, the executed notebook, and the error if it failed."
@@ -76,10 +76,18 @@ class RunResult:
     error:str|None = None  # one line
     traceback:str|None = None  # the failing cell and its traceback, plain text
     metrics:dict = field(default_factory=dict)
+    error_name:str|None = None  # the exception's class, when a cell raised
 
     @property
     def ok(self): return self.status == 'FINISHED'
-    def to_json(self): return {k: getattr(self, k) for k in ('notebook', 'status', 'run_id', 'output', 'seconds', 'parameters', 'error', 'metrics')}
+
+    @property
+    def exit_code(self):
+        "0, 130 (interrupted), the exit code of an mlops_nb error a cell raised (a failed gate: 10), else 7."
+        if self.ok: return 0
+        if self.status == 'KILLED': return 130
+        return _error_codes().get(self.error_name, NotebookRunError.exit_code)
+    def to_json(self): return {k: getattr(self, k) for k in ('notebook', 'status', 'run_id', 'output', 'seconds', 'parameters', 'error', 'error_name', 'exit_code', 'metrics')}
     def __str__(self):
         lines = [f"{self.status:<9} {self.notebook}  run {self.run_id or '(none)'}  {self.seconds:.1f} s"]
         if self.metrics: lines.append('  ' + '  '.join(f"{k}={_fmt(v)}" for k, v in sorted(self.metrics.items()) if not k.startswith(('system/', 'pipeline/'))))
@@ -87,6 +95,12 @@ class RunResult:
         if self.output: lines.append(f"  executed notebook: {self.output}")
         if self.traceback: lines.append(self.traceback)
         return '\n'.join(l for l in lines if l.strip())
+
+def _error_codes():
+    "`{class name: exit code}` of every mlops_nb error (the registry's gate and schema errors included)."
+    import mlops_nb.registry  # noqa: F401 (defines GateError, SchemaError)
+    def walk(c): return [c] + [x for s in c.__subclasses__() for x in walk(s)]
+    return {c.__name__: c.exit_code for c in walk(MlopsNbError)}
 
 def _fmt(v): return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -118,7 +132,7 @@ def _describe(e, output=None):
     if name == 'CellTimeoutError': return (f"a cell timed out: {str(e).splitlines()[0]}"[:500], str(e))
     return (f"{name}: {e}"[:500], f"{name}: {e}")
 
-# %% ../nbs/14_pipeline.ipynb #6685f9c3
+# %% ../nbs/14_pipeline.ipynb #5a0e4aa7
 def _finish_run(client, s, job:dict):
     "Replay the kernel's journal, find its run (or create one if the kernel never got to it), record the outcome; return `{run_id, metrics}`."
     from mlops_nb.tracker import replay_journals
@@ -168,15 +182,16 @@ class _Finisher:
         self._t = threading.Thread(target=self._warm, daemon=True, name='mlops-nb-finisher')
         if client is None: self._t.start()
     def _warm(self):
-        from mlops_nb.store import open_client
-        try: self.client = open_client(self.s)
+        from mlops_nb.store import open_client, retry_sqlite
+        try: self.client = retry_sqlite(lambda: open_client(self.s))
         except Exception as e: self.error = e
         try: import nbconvert  # noqa: F401 (for the HTML, later)
         except ImportError: pass
     def finish(self, job):
         if self._t.is_alive() or self._t.ident: self._t.join()
         if self.client is None: raise self.error or MlopsNbError("The tracking store could not be opened.")
-        return _finish_run(self.client, self.s, job)
+        from mlops_nb.store import retry_sqlite
+        return retry_sqlite(lambda: _finish_run(self.client, self.s, job))  # replaying and recording are idempotent
     def cancel(self): pass
 
 def _shutdown_kernel(km):
@@ -188,7 +203,7 @@ def _shutdown_kernel(km):
         try: run_sync(km.shutdown_kernel)(now=True)
         except Exception: pass
 
-# %% ../nbs/14_pipeline.ipynb #0ed6cf4e
+# %% ../nbs/14_pipeline.ipynb #f6369a76
 def run_notebook(notebook:str|Path,  # The notebook to execute
                  parameters:dict|None=None,  # Name -> value (strings are converted to the parameter's type)
                  experiment:str|None=None,  # Experiment of the run; default: setting `experiment`
@@ -235,6 +250,7 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
         except Exception as e:
             if type(e).__module__.split('.')[0] not in ('papermill', 'nbclient', 'jupyter_client'): finisher.cancel(); raise
             res.status = 'FAILED'; res.error, res.traceback = _describe(e, out)
+            res.error_name = getattr(e, 'ename', None)
         finally: _shutdown_kernel(km)  # its journal is replayed next: the kernel must have exited and let go of it
     res.seconds = round(time.perf_counter() - t0, 3)
     if not out.is_file(): res.output = None

@@ -11,7 +11,7 @@ __all__ = ['REDACTED', 'is_secret_name', 'is_secret_value', 'remember', 'known_s
 # %% ../nbs/10_redact.ipynb #eb43d46a
 import math, os, re
 
-# %% ../nbs/10_redact.ipynb #8f52c751
+# %% ../nbs/10_redact.ipynb #93d001e4
 REDACTED = '***'
 
 _SECRET_WORDS = {'password', 'passwd', 'pwd', 'pass', 'passphrase', 'secret', 'secrets', 'token', 'tokens', 'apikey',
@@ -20,6 +20,8 @@ _SECRET_WORDS = {'password', 'passwd', 'pwd', 'pass', 'passphrase', 'secret', 's
 _KEY_QUALIFIERS = {'api', 'access', 'secret', 'private', 'signing', 'encryption', 'master', 'account', 'service',
                    'license', 'client', 'app', 'consumer', 'admin', 'ssh', 'deploy', 'sas', 'storage'}
 
+_NOT_SECRETS = {'PWD', 'OLDPWD', 'SSH_AUTH_SOCK', 'GIT_ASKPASS', 'SSH_ASKPASS'}  # the shell's working folder, agents' sockets
+
 def _words(name):
     "`GitHubApiKey`, `github-api_key` -> ['github', 'api', 'key']."
     name = re.sub(r'([a-z0-9])([A-Z])', r'\1_\2', str(name))
@@ -27,6 +29,7 @@ def _words(name):
 
 def is_secret_name(name:str):  # A param, tag, flag, variable or environment variable name
     "True if `name` says its value is a secret (`password`, `api_key`, `AWS_SECRET_ACCESS_KEY`, `--auth-token`)."
+    if str(name).upper() in _NOT_SECRETS: return False
     ws = _words(str(name).rsplit('.', 1)[-1])  # a dotted name is judged by its last part: `ServerApp.token`
     if any(w in _SECRET_WORDS for w in ws): return True
     joined = ''.join(ws)
@@ -62,7 +65,9 @@ def is_secret_value(value:str):  # A value of unknown meaning
     classes = sum(bool(re.search(p, v)) for p in (r'[a-z]', r'[A-Z]', r'[0-9]'))
     return classes == 3 and _entropy(v) >= 3.5
 
-# %% ../nbs/10_redact.ipynb #f5fb10a5
+# %% ../nbs/10_redact.ipynb #b7d5deab
+_PLAIN = re.compile(r'\s*([-+]?[\d.eE+-]+|true|false|none|null)\s*', re.I)  # numbers and flags are never credentials
+
 class _Known:
     values:set = set()
     env_seen:int|None = None
@@ -76,11 +81,12 @@ def known_secrets(env:dict|None=None):  # Environment to harvest; default `os.en
     env = os.environ if env is None else env
     if env is not os.environ or _Known.env_seen != len(env):
         for k, v in env.items():
-            if v and (is_secret_name(k) or is_secret_value(v)): remember(v)
+            if not v or _PLAIN.fullmatch(v) or re.fullmatch(r'[/~][^\s:]*', v): continue  # numbers, flags, paths: not credentials
+            if is_secret_name(k) or is_secret_value(v): remember(v)
         if env is os.environ: _Known.env_seen = len(env)
     return _Known.values
 
-# %% ../nbs/10_redact.ipynb #140a8e0d
+# %% ../nbs/10_redact.ipynb #3f3fa275
 _NAME = r'[A-Za-z_][\w.\-]*'
 _URL_CREDS = re.compile(r'(\b[A-Za-z][A-Za-z0-9+.\-]*://)([^\s/@:"\'\\]+)(?::([^\s/@"\'\\]*))?@')
 _FLAG = re.compile(r'(?<![\w-])(--?' + _NAME + r')(=|\s+)(?!-)("[^"]*"|\'[^\']*\'|[^\s"\']+)')
@@ -94,8 +100,6 @@ def _url_sub(m):
         remember(pw); return f"{scheme}{user}:{REDACTED}@"
     if len(user) >= 16 or is_secret_value(user): remember(user); return f"{scheme}{REDACTED}@"  # a token as user name
     return m.group(0)
-
-_PLAIN = re.compile(r'\s*([-+]?[\d.eE+-]+|true|false|none|null)\s*', re.I)  # numbers and flags are never credentials
 
 def _named_sub(m, name_group, value_group, build):
     name, value = m.group(name_group), m.group(value_group)

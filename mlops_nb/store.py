@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/store.html.md"""
 
 # %% auto #0
 __all__ = ['mlflow_version', 'template_path', 'import_mlflow', 'build_template', 'StoreInfo', 'ensure_store', 'open_client',
-           'end_run', 'experiment_id']
+           'retry_sqlite', 'end_run', 'experiment_id']
 
 # %% ../nbs/02_store.ipynb #7033e10f
 import os, shutil, sqlite3, time, uuid
@@ -35,6 +35,8 @@ _IMPORT_LOCK = threading.Lock()
 def import_mlflow():
     "Import MLflow's client and SQL store (once, thread-safely); return the `mlflow` module."
     with _IMPORT_LOCK:
+        import warnings  # tqdm, imported by MLflow, warns about ipywidgets in whichever cell is running: not the user's concern
+        warnings.filterwarnings('ignore', message='IProgress not found')
         try:
             import mlflow, mlflow.entities, mlflow.tracking, mlflow.exceptions
             import mlflow.store.tracking.sqlalchemy_store
@@ -145,6 +147,14 @@ def open_client(settings:Settings|None=None):  # Resolved settings; default: `re
 def _slug(name):
     import re, hashlib
     return (re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')[:60] or 'experiment') + '-' + hashlib.sha1(name.encode()).hexdigest()[:6]
+
+def retry_sqlite(fn, attempts:int=4, wait:float=0.5):  # A function of no arguments; tries; seconds before the first retry
+    "`fn()`, tried again (with backoff) when SQLite reports a transient `disk I/O error` or `database is locked`."
+    for i in range(attempts):
+        try: return fn()
+        except Exception as e:
+            if i == attempts - 1 or not any(m in str(e) for m in ('disk I/O error', 'database is locked')): raise
+            time.sleep(wait * 2 ** i)
 
 def end_run(client, run_id:str, status:str, end_time:int|None=None):  # An `MlflowClient`; FINISHED/FAILED/KILLED; ms
     "`client.set_terminated` without the \"View run at\" lines MLflow writes to stdout for a server (they would land in a cell's output)."

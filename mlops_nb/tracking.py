@@ -256,9 +256,15 @@ def sync(timeout:float=60):  # Seconds to wait for the store
     _State.replayed.extend(replay_journals(t.settings if t else None))
     return done
 
+def _exit_status():
+    "FAILED if the last cell the kernel ran raised (papermill stops there), else FINISHED."
+    cells = [c for r in _State.runs if r.cells for c in r.cells.cells]
+    last = max(cells, key=lambda c: c['started'], default=None)
+    return 'FAILED' if last is not None and not last['success'] else 'FINISHED'
+
 def _shutdown():
-    "At interpreter exit: end active runs as FINISHED and drain the journal for a few seconds."
-    if _State.runs: _end_all('FINISHED')
+    "At interpreter exit: end active runs (FAILED if the last cell raised, else FINISHED) and drain the journal for a few seconds."
+    if _State.runs: _end_all(_exit_status())
     if _State.tracker: _State.tracker.close()
 
 atexit.register(_shutdown)

@@ -34,7 +34,7 @@ def test_unknown_command_and_option_exit_2(project):
 
 
 def test_quickstart_json_reports_a_finished_run_in_the_project_store(project):
-    r = mlops_nb_cli('quickstart', '--json', check=True)
+    r = mlops_nb_cli('quickstart', '--demo', '--json', check=True)
     out = json.loads(r.stdout)
     assert out['store_created'] is True and out['tracking_uri'] == f"sqlite:///{project}/.mlops/mlflow.db"
     assert out['metrics']['test_accuracy'] > 0.9
@@ -42,13 +42,26 @@ def test_quickstart_json_reports_a_finished_run_in_the_project_store(project):
     run = MlflowClient(f"sqlite:///{project}/.mlops/mlflow.db").get_run(out['run_id'])
     assert run.info.status == 'FINISHED' and run.data.params['model'] == 'logistic_regression'
     assert Path(out['artifact_uri'], 'model.json').is_file()
-    again = json.loads(mlops_nb_cli('quickstart', '--json', check=True).stdout)
+    again = json.loads(mlops_nb_cli('quickstart', '--demo', '--json', check=True).stdout)
     assert again['store_created'] is False and again['experiment_id'] == out['experiment_id']
+
+
+@pytest.mark.integration
+def test_quickstart_runs_the_pipeline_and_says_where_to_look(project):
+    r = mlops_nb_cli('quickstart', '--dir', 'qs', '--trials', '3', '--json', cwd=project, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out['project'] == str(project/'qs') and out['train']['metrics']['auc'] > 0.9
+    assert out['model']['alias'] == 'candidate' and out['model']['run_id'] == out['train']['run_id']
+    assert out['monitor']['metrics']['drift/features_drifted'] >= 1  # the shifted batch drifts
+    assert (project/'qs'/'executed'/'train.ipynb').is_file() and (project/'qs'/'notebooks'/'monitor.ipynb').is_file()
+    r = mlops_nb_cli('quickstart', '--dir', 'qs', '--trials', '2', cwd=project, timeout=300)  # again, in the same project
+    assert r.returncode == 0 and 'version 2 @candidate' in r.stdout and 'mlops-nb ui' in r.stdout, r.stdout + r.stderr
 
 
 def test_quickstart_on_a_dead_server_fails_cleanly(project):
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    r = mlops_nb_cli('quickstart', env={**os.environ, 'MLFLOW_TRACKING_URI': f'http://127.0.0.1:{port}'})
+    r = mlops_nb_cli('quickstart', '--demo', env={**os.environ, 'MLFLOW_TRACKING_URI': f'http://127.0.0.1:{port}'})
     assert r.returncode == 3 and 'no tracking server answers' in r.stderr and 'Traceback' not in r.stderr
 
 
@@ -69,7 +82,7 @@ def _start_ui(project, *args):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_quickstart_run_is_visible_through_the_ui_rest_api(project):
-    run_id = json.loads(mlops_nb_cli('quickstart', '--json', check=True).stdout)['run_id']
+    run_id = json.loads(mlops_nb_cli('quickstart', '--demo', '--json', check=True).stdout)['run_id']
     proc, url = _start_ui(project)
     try:
         assert url.startswith('http://127.0.0.1:')
