@@ -133,3 +133,13 @@ def test_a_notebook_reads_back_a_finished_run(project):
     r = mlops_nb_cli('run', 'report.ipynb', '-p', 'run_id', rid, '--no-html', cwd=project, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'source_loss=0.03333' in r.stdout
+
+
+def test_under_plain_papermill_a_failing_cell_ends_the_run_failed(project, tmp_path):
+    _write_nb(project/'plain.ipynb', "%load_ext mlops_nb\n%mlops track --name plain --system-metrics 0", "import mlops_nb as mn\nmn.log_metric('m', 1.0)",
+              "raise RuntimeError('stop here')")
+    r = subprocess.run([str(BIN/'papermill'), 'plain.ipynb', str(tmp_path/'out.ipynb')], cwd=project, capture_output=True, text=True, timeout=180)
+    assert r.returncode != 0 and 'stop here' in r.stderr
+    mlops_nb_cli('sync', cwd=project, check=True)  # papermill may stop the kernel before it drained (a first store takes seconds)
+    c, runs = _runs(project)
+    assert [(x.info.status, x.data.metrics.get('m')) for x in runs] == [('FAILED', 1.0)]  # not FINISHED: the kernel knew
