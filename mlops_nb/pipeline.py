@@ -203,7 +203,7 @@ def _shutdown_kernel(km):
         try: run_sync(km.shutdown_kernel)(now=True)
         except Exception: pass
 
-# %% ../nbs/14_pipeline.ipynb #f6369a76
+# %% ../nbs/14_pipeline.ipynb #53240cd2
 def run_notebook(notebook:str|Path,  # The notebook to execute
                  parameters:dict|None=None,  # Name -> value (strings are converted to the parameter's type)
                  experiment:str|None=None,  # Experiment of the run; default: setting `experiment`
@@ -228,6 +228,8 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
     name = name or nb_path.stem
     out = Path(output) if output else Path(s.project_dir)/'.mlops'/'runs'/f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
+    from mlops_nb.store import ensure_store
+    ensure_store(s)  # made (or checked) once, here, before the kernel and this process's recorder both reach for it
     finisher = _Finisher(s, client)
     try: import papermill, nbformat
     except ImportError: finisher.cancel(); raise missing_dependency('papermill', 'dev', '`mlops-nb run`') from None

@@ -89,8 +89,19 @@ def _ensure_template(cache_dir):
         raise StoreError(f"Cannot write the store template cache {t.parent} ({e.strerror}).",
                          fix="Set `cache_dir` (MLOPS_NB_CACHE_DIR) to a folder you can write.") from None
 
+_CHECKED, _CHECK_LOCK = set(), threading.Lock()
+
 def _is_sqlite(path):
-    with open(path, 'rb') as f: return f.read(16) == b'SQLite format 3\x00'
+    "Whether `path` starts with SQLite's header; checked once per process and path."
+    # Once only: closing *any* descriptor of a file drops every POSIX lock this process holds on it, SQLite's
+    # included. Re-reading the header while another thread's connection is mid-transaction broke its locking,
+    # and a concurrent writer (a kernel) then met "disk I/O error".
+    key = os.path.realpath(path)
+    with _CHECK_LOCK:
+        if key in _CHECKED: return True
+        with open(path, 'rb') as f: ok = f.read(16) == b'SQLite format 3\x00'
+        if ok: _CHECKED.add(key)
+        return ok
 
 def _copy_template(template, db_path, artifact_root):
     tmp = db_path.with_name(f".{db_path.name}.{uuid.uuid4().hex}.tmp")
