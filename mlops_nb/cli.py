@@ -251,7 +251,6 @@ def _forward_sigterm():
 @click.option('--timeout', default=60.0, show_default=True, help="Seconds to wait for the server to come up.")
 def ui_command(project_dir, port, host, timeout):
     "Start the MLflow UI on the project's store (Ctrl-C stops it)."
-    import signal, subprocess
     from mlops_nb.store import ensure_store
     s = resolve_settings(project_dir=project_dir, ui_port=port)
     ensure_store(s)
@@ -261,26 +260,30 @@ def ui_command(project_dir, port, host, timeout):
     if chosen is None:
         raise ConfigError(f"Bad setting `ui_port` = {s.ui_port} (from {s.sources['ui_port']}): port {s.ui_port} on {host} is in use.",
                           fix="Stop what uses it, or pass `--port 0` for any free port (or another number).")
-    cmd = [sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri', s.tracking_uri, '--host', host,
-           '--port', str(chosen), '--workers', '1']
-    if s.is_embedded: cmd += ['--no-serve-artifacts', '--default-artifact-root', s.artifact_root]
-    # The UI only reads and edits runs: MLflow's background job runners (seven processes) are not needed.
+    args = ['--backend-store-uri', s.tracking_uri, '--workers', '1']
+    if s.is_embedded: args += ['--no-serve-artifacts', '--default-artifact-root', s.artifact_root]
+    _serve_mlflow(args, host, chosen, timeout, 'The MLflow UI', lambda url: f"MLflow UI for {redact_uri(s.tracking_uri)} at {url}  (Ctrl-C to stop)",
+                  "Read the server's messages above; `mlops-nb config` checks the store.")
+
+def _serve_mlflow(args, host, port, timeout, what, banner, fix):
+    "Run `mlflow server ARGS` on `host:port` in its own process group, print `banner(url)` once healthy, wait, stop it all."
+    import signal, subprocess
+    cmd = [sys.executable, '-m', 'mlflow', 'server', *args, '--host', host, '--port', str(port)]
+    # We only serve runs: MLflow's background job runners (seven processes) are not needed.
     env = {**os.environ, 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
-    # Own process group, so stopping the UI stops every process the server started.
+    # Own process group, so stopping it stops every process the server started.
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    url = f"http://{host}:{chosen}"
+    url = f"http://{host}:{port}"
     try:
         if not _wait_healthy(url, proc, timeout):
-            raise StoreError(f"The MLflow UI did not come up on {url} within {timeout:g} s (exit code {proc.poll()}).",
-                             fix="Read the server's messages above; `mlops-nb config` checks the store.")
-        click.echo(f"MLflow UI for {redact_uri(s.tracking_uri)} at {url}  (Ctrl-C to stop)")
-        sys.stdout.flush()
+            raise StoreError(f"{what} did not come up on {url} within {timeout:g} s (exit code {proc.poll()}).", fix=fix)
+        click.echo(banner(url)); sys.stdout.flush()
         with _forward_sigterm(): proc.wait()
         if proc.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
-            raise StoreError(f"The MLflow UI stopped with exit code {proc.returncode}.", fix="Read the server's messages above.")
+            raise StoreError(f"{what} stopped with exit code {proc.returncode}.", fix="Read the server's messages above.")
     finally: _stop_group(proc)
 
-# %% ../nbs/04_cli.ipynb #52dece5d
+# %% ../nbs/04_cli.ipynb #d826a3d2
 @cli.command('server', epilog=EXIT_CODES)
 @_project_dir
 @click.option('--backend-store-uri', default=None, help="Database of runs [default: setting server_store_uri].")
@@ -290,7 +293,6 @@ def ui_command(project_dir, port, host, timeout):
 @click.option('--timeout', default=120.0, show_default=True, help="Seconds to wait for the server to come up.")
 def server_command(project_dir, backend_store_uri, port, host, workers, timeout):
     "Run an MLflow tracking server on a database, for a team (Ctrl-C stops it)."
-    import signal, subprocess
     s = resolve_settings(project_dir=project_dir)
     uri = backend_store_uri or s.server_store_uri
     if not uri: raise ConfigError("No database for the server: setting `server_store_uri` is not set.",
@@ -308,22 +310,11 @@ def server_command(project_dir, backend_store_uri, port, host, workers, timeout)
     check_store(Settings(dict(tracking_uri=uri), dict(tracking_uri='--backend-store-uri' if backend_store_uri else s.sources['server_store_uri'])))
     chosen = _free_port(host, port)
     if chosen is None: raise ConfigError(f"Port {port} on {host} is in use.", fix="Stop what uses it, or pass --port 0 for any free port.")
-    cmd = [sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri', uri, '--host', host, '--port', str(chosen),
-           '--workers', str(workers), '--serve-artifacts', '--artifacts-destination', s.artifact_root]
-    env = {**os.environ, 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    url = f"http://{host}:{chosen}"
-    try:
-        if not _wait_healthy(url, proc, timeout):
-            raise StoreError(f"The tracking server did not come up on {url} within {timeout:g} s (exit code {proc.poll()}).",
-                             fix="Read the server's messages above; check the database URI and that the database exists.")
-        click.echo(f"Tracking server on {redact_uri(uri)} at {url}  (Ctrl-C to stop)\n"
-                   f"Clients: tracking_uri = \"{url}\" in [tool.mlops_nb], or MLOPS_NB_TRACKING_URI={url}")
-        sys.stdout.flush()
-        with _forward_sigterm(): proc.wait()
-        if proc.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
-            raise StoreError(f"The tracking server stopped with exit code {proc.returncode}.", fix="Read the server's messages above.")
-    finally: _stop_group(proc)
+    _serve_mlflow(['--backend-store-uri', uri, '--workers', str(workers), '--serve-artifacts', '--artifacts-destination', s.artifact_root],
+                  host, chosen, timeout, 'The tracking server',
+                  lambda url: f"Tracking server on {redact_uri(uri)} at {url}  (Ctrl-C to stop)\n"
+                              f"Clients: tracking_uri = \"{url}\" in [tool.mlops_nb], or MLOPS_NB_TRACKING_URI={url}",
+                  "Read the server's messages above; check the database URI and that the database exists.")
 
 # %% ../nbs/04_cli.ipynb #e8963fd1
 def main(args:list|None=None):  # Command-line arguments; default: `sys.argv[1:]`
