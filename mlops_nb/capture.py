@@ -116,7 +116,7 @@ def requirements_lock(packages:dict):  # `{name: version}`
     "A requirements-style lock: one `name==version` line per package."
     return ''.join(f"{n}=={v}\n" if v else f"{n}\n" for n, v in sorted(packages.items()))
 
-# %% ../nbs/11_capture.ipynb #ba9ab4c9
+# %% ../nbs/11_capture.ipynb #c77d0bec
 def _cpu_model():
     try:
         with open('/proc/cpuinfo') as f: return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), None)
@@ -130,6 +130,10 @@ def _gpus():
         except OSError: pass
     return out
 
+def _allowed(name, allowlist):
+    import fnmatch
+    return any(fnmatch.fnmatchcase(name, p) for p in allowlist)
+
 def capture_environment(env_allowlist:list,  # Variables that may be recorded (values still redacted)
                         env:dict|None=None,  # Default `os.environ`
                         redact:bool=True):  # Redact secrets
@@ -138,11 +142,11 @@ def capture_environment(env_allowlist:list,  # Variables that may be recorded (v
     try: mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
     except (ValueError, OSError, AttributeError): mem = None
     u = platform.uname()
-    allowed = {k: v for k, v in env.items() if any(__import__('fnmatch').fnmatchcase(k, p) for p in env_allowlist)}
+    allowed = redact_env(env, env_allowlist) if redact else {k: v for k, v in sorted(env.items()) if _allowed(k, env_allowlist)}
     return dict(python=platform.python_version(), implementation=platform.python_implementation(), executable=sys.executable,
                 os=f"{u.system} {u.release}", machine=u.machine, hostname=u.node, cpu=_cpu_model(), cpu_count=os.cpu_count(),
                 memory_bytes=mem, gpus=_gpus(), packages=installed_packages(),
-                env=redact_env(env, env_allowlist) if redact else dict(sorted(allowed.items())))
+                env=allowed)
 
 # %% ../nbs/11_capture.ipynb #43f3020a
 class _Seeds:
