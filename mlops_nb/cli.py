@@ -319,23 +319,29 @@ def server_command(project_dir, backend_store_uri, port, host, workers, timeout)
 # %% ../nbs/04_cli.ipynb #e8963fd1
 def main(args:list|None=None):  # Command-line arguments; default: `sys.argv[1:]`
     "Run the `mlops-nb` CLI and exit with the documented exit code."
-    args = sys.argv[1:] if args is None else list(args)
-    # jsonschema's optional IRI format check compiles a grammar when imported (1.4 s of each of MLflow's and papermill's
-    # imports here); nothing this command validates is an IRI, so its process goes without it (users' kernels keep it).
+    from_console, args = args is None, (sys.argv[1:] if args is None else list(args))
+    # jsonschema's optional IRI format check compiles a grammar when imported (1.2-1.4 s of each of papermill's and
+    # nbconvert's imports here); nothing this command validates is an IRI, so its process goes without it (users'
+    # kernels keep it).
     sys.modules.setdefault('rfc3987_syntax', None)
-    debug = '--debug' in args
+    code = _run(args, debug='--debug' in args)
+    if from_console:  # exit without the interpreter collecting MLflow's and SQLAlchemy's objects one by one (1 s here)
+        import gc; gc.freeze()
+    sys.exit(code)
+
+def _run(args, debug):
+    "The exit code of `mlops-nb ARGS`, after printing what went wrong, if anything."
     try: rv = cli.main(args, prog_name='mlops-nb', standalone_mode=False)
-    except click.exceptions.Exit as e: sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show(); sys.exit(e.exit_code)
-    except click.exceptions.Abort: click.echo("Aborted.", err=True); sys.exit(130)
+    except click.exceptions.Exit as e: return e.exit_code
+    except click.ClickException as e: e.show(); return e.exit_code
+    except click.exceptions.Abort: click.echo("Aborted.", err=True); return 130
     except MlopsNbError as e:
         if debug: raise
-        click.echo(f"Error: {e}", err=True); sys.exit(e.exit_code)
-    except KeyboardInterrupt: click.echo("Interrupted.", err=True); sys.exit(130)
+        click.echo(f"Error: {e}", err=True); return e.exit_code
+    except KeyboardInterrupt: click.echo("Interrupted.", err=True); return 130
     except Exception as e:
         if debug: raise
         click.echo(f"Internal error: {type(e).__name__}: {e}\nRerun with `mlops-nb --debug ...` for the traceback "
                    "and report it.", err=True)
-        sys.exit(70)
-    sys.exit(rv if isinstance(rv, int) else 0)
+        return 70
+    return rv if isinstance(rv, int) else 0
