@@ -132,7 +132,7 @@ def diff_command(run_a, run_b, project_dir, as_json):
     d = diff_runs(run_a, run_b, resolve_settings(project_dir=project_dir))
     click.echo(json.dumps(d.to_json(), indent=2, default=str) if as_json else str(d))
 
-# %% ../nbs/04_cli.ipynb #ef67661f
+# %% ../nbs/04_cli.ipynb #9ab4cc7c
 @cli.command('run', epilog=EXIT_CODES)
 @click.argument('notebook', type=click.Path(dir_okay=False))
 @click.option('-p', '--parameter', 'params', nargs=2, multiple=True, metavar='NAME VALUE', help="A parameter (repeatable).")
@@ -171,9 +171,10 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
 @click.option('--workers', '-w', type=int, default=2, show_default=True, help="Notebooks run at a time.")
 @click.option('--experiment', '-e', default=None, help="Experiment of the runs [default: setting experiment].")
 @click.option('--timeout', type=float, default=None, help="Seconds a cell may run [default: no limit].")
+@click.option('--html/--no-html', default=False, show_default=True, help="Also store an HTML rendering of each run.")
 @click.option('--json', 'as_json', is_flag=True, help="Print the summary as JSON.")
 @_project_dir
-def sweep_command(notebook, params, workers, experiment, timeout, as_json, project_dir):
+def sweep_command(notebook, params, workers, experiment, timeout, html, as_json, project_dir):
     "Run NOTEBOOK for every combination of parameter values, WORKERS at a time, under one parent run."
     from mlops_nb.pipeline import sweep, grid
     from mlops_nb.params import read_parameters
@@ -182,7 +183,7 @@ def sweep_command(notebook, params, workers, experiment, timeout, as_json, proje
     n = len(grid(read_parameters(Path(notebook)), list(params), Path(notebook).name)) if Path(notebook).is_file() else 0
     with click.progressbar(length=n, label=f"{n} runs, {workers} at a time", file=sys.stderr,
                            item_show_func=lambda r: r and f"{r.status} {' '.join(f'{k}={v}' for k, v in r.parameters.items())}") as bar:
-        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r))
+        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r), html=html)
     click.echo(json.dumps(dict(parent_run_id=out.parent_run_id, seconds=out.seconds, runs=out.table()), indent=2, default=str)
                if as_json else str(out))
     return 0 if out.ok else 7

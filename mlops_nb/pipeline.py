@@ -325,7 +325,7 @@ def grid(spec:dict, given:list, notebook:str='the notebook'):  # From `read_para
     typed = {k: [check_parameters(spec, {k: v}, notebook)[k] for v in vs] for k, vs in values.items()}
     return [dict(zip(typed, combo)) for combo in itertools.product(*typed.values())]
 
-# %% ../nbs/14_pipeline.ipynb #99b6fa14
+# %% ../nbs/14_pipeline.ipynb #c812d7e5
 @dataclass
 class SweepResult:
     "A sweep's parent run and one `RunResult` per combination."
@@ -356,7 +356,8 @@ def sweep(notebook:str|Path,  # The notebook
           experiment:str|None=None,  # Experiment of the parent and child runs
           timeout:float|None=None,  # Seconds a cell may run
           settings:Settings|None=None,  # Where runs go
-          on_done=None):  # Called with each `RunResult` as it finishes
+          on_done=None,  # Called with each `RunResult` as it finishes
+          html:bool=False):  # Also store an HTML rendering of each run (rendering takes this process's CPU)
     "Run `notebook` for every combination in `given`, `workers` at a time, as child runs of one parent; return a `SweepResult`."
     from concurrent.futures import ThreadPoolExecutor, as_completed
     from mlops_nb.store import open_client, experiment_id, end_run
@@ -377,7 +378,7 @@ def sweep(notebook:str|Path,  # The notebook
     def one(i):
         label = ' '.join(f"{k}={v}" for k, v in combos[i].items())
         return i, run_notebook(nb_path, combos[i], experiment, folder/f"{i:03d}.ipynb", timeout, s, name=f"{nb_path.stem} {label}",
-                               tags={'mlflow.parentRunId': pid, 'mlops_nb.sweep': pid}, from_text=False, client=c)
+                               tags={'mlflow.parentRunId': pid, 'mlops_nb.sweep': pid}, from_text=False, client=c, html=html)
     status = 'FINISHED'
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix='mlops-nb-sweep') as pool:
