@@ -132,7 +132,7 @@ def _describe(e, output=None):
     if name == 'CellTimeoutError': return (f"a cell timed out: {str(e).splitlines()[0]}"[:500], str(e))
     return (f"{name}: {e}"[:500], f"{name}: {e}")
 
-# %% ../nbs/14_pipeline.ipynb #5a0e4aa7
+# %% ../nbs/14_pipeline.ipynb #8a8bb326
 def _finish_run(client, s, job:dict):
     "Replay the kernel's journal, find its run (or create one if the kernel never got to it), record the outcome; return `{run_id, metrics}`."
     from mlops_nb.tracker import replay_journals
@@ -160,11 +160,19 @@ def _finish_run(client, s, job:dict):
     with tempfile.TemporaryDirectory() as tmp:
         if out:
             client.log_artifact(rid, out, 'pipeline')
-            if job['html'] and (page := _render_html(out, tmp)): client.log_artifact(rid, page, 'pipeline')
+            if job.get('html') and Path(job['html']).is_file(): client.log_artifact(rid, job['html'], 'pipeline')
         if r.get('traceback'):
             (Path(tmp)/'error.txt').write_text(r['traceback']); client.log_artifact(rid, str(Path(tmp)/'error.txt'), 'pipeline')
     end_run(client, rid, r['status'])
     return dict(run_id=rid, metrics=dict(client.get_run(rid).data.metrics))
+
+class _HtmlPage:
+    "The executed notebook rendered to HTML beside it, in a thread started now; `path()` waits for it (`None` if it failed)."
+    def __init__(self, output):
+        self._path, self._t = None, threading.Thread(target=self._work, args=(output,), daemon=True, name='mlops-nb-html')
+        self._t.start()
+    def _work(self, output): self._path = _render_html(output, Path(output).parent)
+    def path(self): self._t.join(120); return self._path
 
 def _render_html(output, folder):
     "The executed notebook as HTML in `folder` (`None` if it cannot be rendered: the notebook itself is the record)."
@@ -203,7 +211,7 @@ def _shutdown_kernel(km):
         try: run_sync(km.shutdown_kernel)(now=True)
         except Exception: pass
 
-# %% ../nbs/14_pipeline.ipynb #53240cd2
+# %% ../nbs/14_pipeline.ipynb #f5b74ec0
 def run_notebook(notebook:str|Path,  # The notebook to execute
                  parameters:dict|None=None,  # Name -> value (strings are converted to the parameter's type)
                  experiment:str|None=None,  # Experiment of the run; default: setting `experiment`
@@ -253,11 +261,13 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
             if type(e).__module__.split('.')[0] not in ('papermill', 'nbclient', 'jupyter_client'): finisher.cancel(); raise
             res.status = 'FAILED'; res.error, res.traceback = _describe(e, out)
             res.error_name = getattr(e, 'ename', None)
-        finally: _shutdown_kernel(km)  # its journal is replayed next: the kernel must have exited and let go of it
+        finally:
+            page = _HtmlPage(out) if html and interrupted is None and out.is_file() else None  # renders while the kernel exits
+            _shutdown_kernel(km)  # its journal is replayed next: the kernel must have exited and let go of it
     res.seconds = round(time.perf_counter() - t0, 3)
     if not out.is_file(): res.output = None
     job = dict(attempt=attempt, kernel_pid=getattr(km, 'kernel_pid', None), experiment=experiment or s.experiment, name=name,
-               tags=tags or {}, html=html and interrupted is None, peak_rss=monitor.peak_rss, cpu=monitor.cpu,
+               tags=tags or {}, html=page.path() if page else None, peak_rss=monitor.peak_rss, cpu=monitor.cpu,
                result=dict(notebook=res.notebook, status=res.status, seconds=res.seconds, parameters=effective, error=res.error,
                            traceback=res.traceback, output=res.output))
     try: res.run_id, res.metrics = (got := finisher.finish(job))['run_id'], got['metrics']
