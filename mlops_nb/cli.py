@@ -325,6 +325,7 @@ def main(args:list|None=None):  # Command-line arguments; default: `sys.argv[1:]
     # nbconvert's imports here); nothing this command validates is an IRI, so its process goes without it (users'
     # kernels keep it).
     sys.modules.setdefault('rfc3987_syntax', None)
+    os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')  # this command's MLflow calls home to nobody
     code = _run(args, debug='--debug' in args)
     if from_console:  # exit without the interpreter collecting MLflow's and SQLAlchemy's objects one by one (1 s here)
         import gc; gc.freeze()

@@ -132,7 +132,7 @@ def _describe(e, output=None):
     if name == 'CellTimeoutError': return (f"a cell timed out: {str(e).splitlines()[0]}"[:500], str(e))
     return (f"{name}: {e}"[:500], f"{name}: {e}")
 
-# %% ../nbs/14_pipeline.ipynb #8a8bb326
+# %% ../nbs/14_pipeline.ipynb #64779b28
 def _finish_run(client, s, job:dict):
     "Replay the kernel's journal, find its run (or create one if the kernel never got to it), record the outcome; return `{run_id, metrics}`."
     from mlops_nb.tracker import replay_journals
@@ -165,6 +165,14 @@ def _finish_run(client, s, job:dict):
             (Path(tmp)/'error.txt').write_text(r['traceback']); client.log_artifact(rid, str(Path(tmp)/'error.txt'), 'pipeline')
     end_run(client, rid, r['status'])
     return dict(run_id=rid, metrics=dict(client.get_run(rid).data.metrics))
+
+def _name_input(output, notebook):
+    "Papermill records a notebook given as an object as itself (`metadata.papermill.input_path`): record its path instead."
+    try:
+        nb = json.loads(Path(output).read_text())
+        nb.setdefault('metadata', {}).setdefault('papermill', {})['input_path'] = str(notebook)
+        Path(output).write_text(json.dumps(nb, indent=1, ensure_ascii=False))
+    except (OSError, ValueError): pass
 
 class _HtmlPage:
     "The executed notebook rendered to HTML beside it, in a thread started now; `path()` waits for it (`None` if it failed)."
@@ -211,7 +219,7 @@ def _shutdown_kernel(km):
         try: run_sync(km.shutdown_kernel)(now=True)
         except Exception: pass
 
-# %% ../nbs/14_pipeline.ipynb #f5b74ec0
+# %% ../nbs/14_pipeline.ipynb #f15cee19
 def run_notebook(notebook:str|Path,  # The notebook to execute
                  parameters:dict|None=None,  # Name -> value (strings are converted to the parameter's type)
                  experiment:str|None=None,  # Experiment of the run; default: setting `experiment`
@@ -236,11 +244,14 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
     name = name or nb_path.stem
     out = Path(output) if output else Path(s.project_dir)/'.mlops'/'runs'/f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
+    try: import papermill, nbformat  # before any thread imports MLflow: two threads importing shared modules can collide
+    except ImportError:
+        import importlib.util
+        if importlib.util.find_spec('papermill'): raise  # installed but broken: the real error says more than "install it"
+        raise missing_dependency('papermill', 'dev', '`mlops-nb run`') from None
     from mlops_nb.store import ensure_store
     ensure_store(s)  # made (or checked) once, here, before the kernel and this process's recorder both reach for it
     finisher = _Finisher(s, client)
-    try: import papermill, nbformat
-    except ImportError: finisher.cancel(); raise missing_dependency('papermill', 'dev', '`mlops-nb run`') from None
     attempt = uuid.uuid4().hex
     env = {'MLOPS_NB_NOTEBOOK': str(nb_path), 'MLOPS_NB_PROJECT_DIR': s.project_dir, 'MLOPS_NB_TRACKING_URI': s.tracking_uri,
            'MLOPS_NB_ARTIFACT_ROOT': s.artifact_root, 'MLOPS_NB_EXPERIMENT': experiment or s.experiment,
@@ -262,6 +273,7 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
             res.status = 'FAILED'; res.error, res.traceback = _describe(e, out)
             res.error_name = getattr(e, 'ename', None)
         finally:
+            _name_input(out, nb_path)
             page = _HtmlPage(out) if html and interrupted is None and out.is_file() else None  # renders while the kernel exits
             _shutdown_kernel(km)  # its journal is replayed next: the kernel must have exited and let go of it
     res.seconds = round(time.perf_counter() - t0, 3)

@@ -143,3 +143,10 @@ def test_under_plain_papermill_a_failing_cell_ends_the_run_failed(project, tmp_p
     mlops_nb_cli('sync', cwd=project, check=True)  # papermill may stop the kernel before it drained (a first store takes seconds)
     c, runs = _runs(project)
     assert [(x.info.status, x.data.metrics.get('m')) for x in runs] == [('FAILED', 1.0)]  # not FINISHED: the kernel knew
+
+
+def test_the_executed_notebook_names_its_input_instead_of_embedding_it(project):
+    _write_nb(project/'train.ipynb', TRAIN)
+    r = mlops_nb_cli('run', 'train.ipynb', '--no-html', '--json', cwd=project, timeout=180)
+    out = json.loads(Path(json.loads(r.stdout)['output']).read_text())
+    assert out['metadata']['papermill']['input_path'] == str(project/'train.ipynb')
