@@ -132,7 +132,7 @@ def _describe(e, output=None):
     if name == 'CellTimeoutError': return (f"a cell timed out: {str(e).splitlines()[0]}"[:500], str(e))
     return (f"{name}: {e}"[:500], f"{name}: {e}")
 
-# %% ../nbs/14_pipeline.ipynb #64779b28
+# %% ../nbs/14_pipeline.ipynb #1a5dd02d
 def _finish_run(client, s, job:dict):
     "Replay the kernel's journal, find its run (or create one if the kernel never got to it), record the outcome; return `{run_id, metrics}`."
     from mlops_nb.tracker import replay_journals
@@ -208,7 +208,6 @@ class _Finisher:
         if self.client is None: raise self.error or MlopsNbError("The tracking store could not be opened.")
         from mlops_nb.store import retry_sqlite
         return retry_sqlite(lambda: _finish_run(self.client, self.s, job))  # replaying and recording are idempotent
-    def cancel(self): pass
 
 def _shutdown_kernel(km):
     "Ask the kernel to exit (it ends its run and closes its journal), killing it after a few seconds."
@@ -219,7 +218,7 @@ def _shutdown_kernel(km):
         try: run_sync(km.shutdown_kernel)(now=True)
         except Exception: pass
 
-# %% ../nbs/14_pipeline.ipynb #f15cee19
+# %% ../nbs/14_pipeline.ipynb #c95e04f4
 def run_notebook(notebook:str|Path,  # The notebook to execute
                  parameters:dict|None=None,  # Name -> value (strings are converted to the parameter's type)
                  experiment:str|None=None,  # Experiment of the run; default: setting `experiment`
@@ -269,7 +268,7 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
                                        progress_bar=False, execution_timeout=timeout, km=km, start_timeout=120)
         except KeyboardInterrupt as e: interrupted = e; res.status, res.error = 'KILLED', 'interrupted (Ctrl-C)'
         except Exception as e:
-            if type(e).__module__.split('.')[0] not in ('papermill', 'nbclient', 'jupyter_client'): finisher.cancel(); raise
+            if type(e).__module__.split('.')[0] not in ('papermill', 'nbclient', 'jupyter_client'): raise
             res.status = 'FAILED'; res.error, res.traceback = _describe(e, out)
             res.error_name = getattr(e, 'ename', None)
         finally:
@@ -285,7 +284,6 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
     try: res.run_id, res.metrics = (got := finisher.finish(job))['run_id'], got['metrics']
     except Exception as e:  # the store is down: the journal keeps the kernel's calls for `mlops-nb sync`
         res.error = (res.error + '; ' if res.error else '') + f"the outcome could not be recorded: {e}"[:300]
-    finally: finisher.cancel()
     if interrupted is not None: raise interrupted
     return res
 
