@@ -8,12 +8,26 @@ from .tracking import (track, stop, active_run, log_metric, log_metrics, log_par
 __all__ = ['track', 'stop', 'active_run', 'log_metric', 'log_metrics', 'log_param', 'log_params', 'set_tag',
            'log_artifact', 'status', 'sync', 'seed', 'track_data', 'fingerprint', 'diff_runs', 'reproduce',
            'run_notebook', 'load_run', 'log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
-           'validate_schema', 'MlopsNbError', 'load_ipython_extension']
+           'validate_schema', 'profile', 'merge_profiles', 'load_profile', 'drift', 'DriftWidget', 'QuotaWidget', 'MlopsNbError',
+           'load_ipython_extension']
 
 _LAZY = {'seed': 'capture', 'track_data': 'capture', 'fingerprint': 'capture',
          'diff_runs': 'reproduce', 'reproduce': 'reproduce', 'run_notebook': 'pipeline', 'load_run': 'pipeline',
          **{k: 'registry' for k in ('log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
-                                    'validate_schema')}}
+                                    'validate_schema')},
+         'profile': 'profiles', 'merge_profiles': 'profiles', 'load_profile': 'profiles', 'drift': 'drift',
+         'DriftWidget': 'drift_widget', 'QuotaWidget': 'quota_widget'}
+
+
+class _CallableModule(type(__import__('sys'))):
+    "A module that is also its namesake function: once `mlops_nb.drift` is imported, `mn.drift` is that module, and `mn.drift(...)` still calls `mlops_nb.drift.drift`."
+    def __call__(self, *args, **kwargs): return getattr(self, self.__name__.rsplit('.', 1)[1])(*args, **kwargs)
+
+
+def _callable_module(name):
+    "Make module `name` (e.g. `mlops_nb.drift`) callable as its namesake function."
+    import sys
+    sys.modules[name].__class__ = _CallableModule
 
 
 def __getattr__(name):

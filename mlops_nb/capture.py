@@ -10,7 +10,7 @@ __all__ = ['strip_url_credentials', 'capture_git', 'local_modules', 'installed_p
            'capture_context', 'context_tags', 'RunCapture']
 
 # %% ../nbs/11_capture.ipynb #868a5d3f
-import ast, hashlib, json, os, platform, re, subprocess, sys, threading, time
+import ast, hashlib, json, os, platform, re, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
 from .errors import TrackingError
@@ -246,24 +246,41 @@ class _PendingData:
 def track_data(data,  # A DataFrame, Series, NumPy array, or the path of a file or folder
                name:str|None=None,  # Name in the run; default: the file name, else `data`
                role:str='train',  # `train`, `eval` or `serving`
-               source:str|None=None):  # Where the data came from, for in-memory data
-    "Record `data`'s fingerprint, schema, row count and source on the active run (or the next one); return the record."
+               source:str|None=None,  # Where the data came from, for in-memory data
+               profile:bool=True):  # Also store a data profile (frames, Parquet/CSV files): the reference for drift checks
+    "Record `data`'s fingerprint, schema, row count, source and profile on the active run (or the next one); return the record."
     if role not in _ROLES: raise TrackingError(f"Unknown data role {role!r}.", fix=f"Use one of {', '.join(_ROLES)}.")
     rec = fingerprint(data, source) | dict(role=role)
     rec['name'] = name = name or (Path(data).stem if isinstance(data, (str, Path)) else 'data')
     if not re.fullmatch(r'[\w\-. ]{1,100}', name): raise TrackingError(f"Bad data name {name!r}.", fix="Use letters, digits, _ - . and spaces.")
+    if profile and (rec['kind'] == 'dataframe' or (rec['kind'] == 'file' and _profilable(data))):
+        from mlops_nb.profiles import profile as _profile
+        rec['profile'] = _profile(data, name=name)
     from mlops_nb import tracking
     run = tracking.active_run()
     if run is None: _PendingData.items.append(rec)
     else: _attach_data(run, rec)
     return rec
 
+def _profilable(path):
+    from mlops_nb.profiles import _reader
+    return _reader(Path(path)) is not None
+
 def _attach_data(run, rec):
     from mlops_nb import tracking
-    cap = getattr(run, 'capture', None)
-    if cap is not None: cap.data[rec['name']] = rec
-    for k in ('fingerprint', 'role', 'rows', 'source'):
-        if rec.get(k) is not None: tracking.set_tag(f"mlops_nb.data.{rec['name']}.{k}", rec[k], run=run)
+    cap, prof = getattr(run, 'capture', None), rec.get('profile')
+    kept = {k: v for k, v in rec.items() if k != 'profile'}
+    if prof is not None:
+        from mlops_nb.profiles import profile_artifact, save_profile
+        with tempfile.TemporaryDirectory() as d:  # the tracker copies it at once
+            art = profile_artifact(rec['name'])
+            tracking.log_artifact(save_profile(prof, Path(d)/Path(art).name), str(Path(art).parent), run=run)
+        kept['profile'] = art
+    if cap is not None: cap.data[rec['name']] = kept
+    if getattr(run, 'usage', None) is not None:  # the data a run processed, for quota accounting and estimates
+        run.usage['data_rows'] += rec.get('rows') or 0; run.usage['data_mb'] += (rec.get('bytes') or 0)/2**20
+    for k in ('fingerprint', 'role', 'rows', 'source', 'profile'):
+        if kept.get(k) is not None: tracking.set_tag(f"mlops_nb.data.{rec['name']}.{k}", kept[k], run=run)
 
 # %% ../nbs/11_capture.ipynb #0c879871
 def papermill_parameters(user_ns:dict|None):  # The kernel namespace (its `In` holds the cells run so far)

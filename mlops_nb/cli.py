@@ -6,7 +6,9 @@ Docs: https://mlops-nb.github.io/mlops_nb/cli.html.md"""
 
 # %% auto #0
 __all__ = ['EXIT_CODES', 'cli', 'config_command', 'quickstart_command', 'sync_command', 'reproduce_command', 'diff_command',
-           'run_command', 'sweep_command', 'init_command', 'ui_command', 'server_command', 'main']
+           'drift_command', 'profile_command', 'quota_group', 'quota_usage_command', 'quota_estimate_command',
+           'quota_alerts_command', 'run_command', 'sweep_command', 'init_command', 'ui_command', 'server_command',
+           'main']
 
 # %% ../nbs/04_cli.ipynb #4be0a2a7
 import json, os, sys
@@ -30,6 +32,9 @@ Exit codes:
   9    `reproduce`: the run was re-created but its metrics differ
   10   `run`: the notebook stopped at a failed quality gate (GateError)
   11   `run`: the notebook's data did not match the reference schema (SchemaError)
+  12   `drift`, `profile`: unusable data or profile (empty, corrupt, unreadable)
+  13   `drift`: the data drifted (see --fail-on)
+  14   a quota budget is spent: the run was refused, or stopped at a limit (see `quota`)
   70   internal error: rerun with --debug and report the traceback
   130  interrupted (Ctrl-C)"""
 
@@ -132,6 +137,122 @@ def diff_command(run_a, run_b, project_dir, as_json):
     d = diff_runs(run_a, run_b, resolve_settings(project_dir=project_dir))
     click.echo(json.dumps(d.to_json(), indent=2, default=str) if as_json else str(d))
 
+# %% ../nbs/04_cli.ipynb #56fcba29
+@cli.command('drift', epilog=EXIT_CODES)
+@click.argument('reference')
+@click.argument('current')
+@click.option('--fail-on', type=click.Choice(['drift', 'minor', 'never']), default='drift', show_default=True,
+              help="Exit 13 on this verdict or worse (`minor`: any significant change).")
+@click.option('--json', 'as_json', is_flag=True, help="Print the report as JSON.")
+@click.option('--html', 'html_path', type=click.Path(dir_okay=False), default=None, help="Also write a standalone HTML report here.")
+@click.option('--prediction', multiple=True, help="A column of model predictions (repeatable).")
+@click.option('--label', multiple=True, help="A column of labels (repeatable); may be missing from CURRENT.")
+@click.option('--column', '-c', 'columns', multiple=True, help="Compare only this column (repeatable).")
+@click.option('--alpha', type=float, default=None, help="Family-wise error rate [default: setting drift.alpha, 0.05].")
+@click.option('--save-profile', type=click.Path(dir_okay=False), default=None, help="Save CURRENT's profile here (a later reference).")
+@_project_dir
+def drift_command(reference, current, fail_on, as_json, html_path, prediction, label, columns, alpha, save_profile, project_dir):
+    "Compare CURRENT data with REFERENCE data column by column; exit 13 on drift."
+    from mlops_nb.drift import drift, drift_config
+    s = resolve_settings(project_dir=project_dir)
+    rep = drift(reference, current, prediction=list(prediction) or None, label=list(label) or None, columns=list(columns) or None,
+                config=drift_config(s.project_dir, alpha=alpha), log=False, settings=s)
+    if save_profile:
+        from mlops_nb.profiles import save_profile as _save
+        _save(rep.current, save_profile)
+    if html_path: rep.to_html(html_path)
+    if as_json: click.echo(rep.to_json())
+    else:
+        import pandas as pd
+        with pd.option_context('display.width', 160, 'display.max_columns', 20, 'display.max_colwidth', 60, 'display.max_rows', 500):
+            click.echo(rep.to_frame().drop(columns=['effect_upper']).to_string(float_format=lambda v: f"{v:.3g}", na_rep=''))
+        click.echo(rep.summary())
+        if html_path: click.echo(f"HTML report: {html_path}")
+    return rep.exit_code(fail_on)
+
+@cli.command('profile', epilog=EXIT_CODES)
+@click.argument('data', type=click.Path(exists=True))
+@click.option('--output', '-o', type=click.Path(dir_okay=False), required=True, help="The profile file to write (.json).")
+@click.option('--like', type=click.Path(exists=True, dir_okay=False), default=None, help="Take column kinds from this profile.")
+@click.option('--name', default=None, help="A name for the data [default: the file name].")
+def profile_command(data, output, like, name):
+    "Profile DATA (a Parquet/CSV/JSON-lines file or folder) into a mergeable profile file."
+    from mlops_nb.profiles import profile, read_profile, save_profile
+    from pathlib import Path
+    p = profile(data, name=name or Path(data).stem, like=read_profile(like) if like else None)
+    save_profile(p, output)
+    click.echo(f"Profiled {p.rows:,} rows x {len(p.columns)} columns of {data} -> {output} ({Path(output).stat().st_size/1024:.0f} KB)")
+
+# %% ../nbs/04_cli.ipynb #d51a5bfe
+@cli.group('quota', epilog=EXIT_CODES)
+def quota_group():
+    "Usage, budgets, estimates and alerts."
+
+@quota_group.command('usage', epilog=EXIT_CODES)
+@click.option('--pipeline', default=None, help="Only this pipeline (a notebook's name without .ipynb).")
+@click.option('--experiment', '-e', default=None, help="Only this experiment.")
+@click.option('--since', default=None, help="Window, e.g. 1d, 12h, 7d [default: the quota window, else everything].")
+@click.option('--json', 'as_json', is_flag=True, help="Print as JSON.")
+@_project_dir
+def quota_usage_command(pipeline, experiment, since, as_json, project_dir):
+    "What runs used, per pipeline, and the budgets' state."
+    from mlops_nb.quota import budget_status, parse_window, quota_config, summarize, usage_runs
+    s = resolve_settings(project_dir=project_dir)
+    cfg = quota_config(s.project_dir)
+    window = since or (cfg.window if cfg.enabled else None)
+    runs = usage_runs(s, parse_window(window) if window else None, pipeline, experiment)
+    agg = summarize(runs)
+    budgets = budget_status(cfg, runs if window == cfg.window and not pipeline and not experiment else usage_runs(s, cfg.window_seconds)) if cfg.enabled else []
+    if as_json: click.echo(json.dumps(dict(window=window, pipelines=agg, budgets=budgets), indent=2)); return 0
+    click.echo(f"Usage {'in the last ' + window if window else 'of every run'}" + (f" (pipeline {pipeline})" if pipeline else '') + ':')
+    click.echo(f"  {'pipeline':<20} {'runs':>5} {'wall h':>8} {'CPU h':>8} {'peak GB':>8} {'artifacts MB':>13} {'data rows':>11}")
+    for name, a in sorted(agg.items()):
+        click.echo(f"  {name:<20} {a['runs']:>5} {a['wall_hours']:>8.3f} {a['cpu_hours']:>8.3f} {a['peak_memory_gb']:>8.2f} {a['artifacts_mb']:>13.1f} {a['data_rows']:>11,}")
+    if not agg: click.echo("  (no runs)")
+    if budgets:
+        click.echo(f"Budgets (per {cfg.window}; alert at {cfg.soft:.0%}):")
+        for b in budgets:
+            flag = 'SPENT' if b['share'] >= 1 else 'near' if b['share'] >= cfg.soft else 'ok'
+            click.echo(f"  {b['scope']:<20} {b['budget']:<11} {b['used']:>8.3g} of {b['limit']:<8g} {b['unit']:<10} {b['share']:>5.0%}  {flag}")
+    return 0
+
+@quota_group.command('estimate', epilog=EXIT_CODES)
+@click.argument('notebook', type=click.Path(dir_okay=False))
+@click.option('-p', '--parameter', 'params', nargs=2, multiple=True, metavar='NAME VALUE', help="A parameter of the planned run (repeatable).")
+@click.option('--rows', type=int, default=None, help="Rows of data the planned run will process.")
+@click.option('--rps', type=float, default=None, help="Also estimate serving this many requests a second (from this pipeline's cost per row).")
+@click.option('--json', 'as_json', is_flag=True, help="Print as JSON.")
+@_project_dir
+def quota_estimate_command(notebook, params, rows, rps, as_json, project_dir):
+    "Predict wall time, CPU time and peak memory of a planned run of NOTEBOOK from its past runs."
+    from pathlib import Path
+    from mlops_nb.quota import estimate, serving_estimate, usage_runs
+    s = resolve_settings(project_dir=project_dir)
+    name = Path(notebook).stem
+    hist = usage_runs(s, pipeline=name)
+    e = estimate(hist, dict(params), rows, name)
+    serve = serving_estimate(hist, rps) if rps else None
+    if as_json:
+        from dataclasses import asdict
+        click.echo(json.dumps(asdict(e) | dict(serving=serve), indent=2)); return 0
+    click.echo(str(e))
+    if rps: click.echo(f"  serving {rps:g} requests/s: {serve['cores']:.2f} cores ({serve['cpu_ms_per_request']:.3f} CPU-ms a request), "
+                       f"{serve['memory_mb']:.0f} MB, from {serve['runs']} run(s)" if serve else "  serving: no past run of this pipeline tracked the rows it scored")
+    return 0
+
+@quota_group.command('alerts', epilog=EXIT_CODES)
+@click.option('--retry', is_flag=True, help="Send the pending alerts again.")
+@_project_dir
+def quota_alerts_command(retry, project_dir):
+    "Alerts that could not be delivered yet (they are retried)."
+    from mlops_nb.alerts import pending, retry_pending
+    s = resolve_settings(project_dir=project_dir)
+    if retry: click.echo(f"Delivered {retry_pending(s)} alert(s).")
+    items = pending(s)
+    for it in items: click.echo(f"  {it['alert'].get('time')}  {it['channel'].split(':')[0]:<8} {it['alert'].get('kind'):<14} {it['alert'].get('message')}  ({it.get('attempts', 1)} attempt(s): {it.get('error')})")
+    click.echo(f"{len(items)} alert(s) pending.")
+    return 0
+
 # %% ../nbs/04_cli.ipynb #9ab4cc7c
 @cli.command('run', epilog=EXIT_CODES)
 @click.argument('notebook', type=click.Path(dir_okay=False))
@@ -143,8 +264,9 @@ def diff_command(run_a, run_b, project_dir, as_json):
 @click.option('--name', '-n', default=None, help="Run name [default: the notebook's name].")
 @click.option('--html/--no-html', default=True, show_default=True, help="Also store an HTML rendering.")
 @click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
+@click.option('--force-quota', metavar='REASON', default=None, help="Run even if a quota budget is spent (the reason is recorded).")
 @_project_dir
-def run_command(notebook, params, parameters_file, experiment, output, timeout, name, html, as_json, project_dir):
+def run_command(notebook, params, parameters_file, experiment, output, timeout, name, html, as_json, force_quota, project_dir):
     "Execute NOTEBOOK headless with papermill as one tracked run."
     from mlops_nb.pipeline import run_notebook
     from mlops_nb.params import load_parameter_file, read_parameters, check_parameters
@@ -157,7 +279,7 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
         given = {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in given.items()}
     given |= dict(params)
     try:
-        res = run_notebook(notebook, given, experiment, output, timeout, s, name=name, html=html,
+        res = run_notebook(notebook, given, experiment, output, timeout, s, name=name, html=html, force_quota=force_quota,
                            log=None if as_json else (lambda m: click.echo(m, err=True)))
     except KeyboardInterrupt:
         click.echo("Interrupted: the run is marked KILLED; the partly executed notebook is kept.", err=True); return 130
@@ -173,8 +295,9 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
 @click.option('--timeout', type=float, default=None, help="Seconds a cell may run [default: no limit].")
 @click.option('--html/--no-html', default=False, show_default=True, help="Also store an HTML rendering of each run.")
 @click.option('--json', 'as_json', is_flag=True, help="Print the summary as JSON.")
+@click.option('--force-quota', metavar='REASON', default=None, help="Run even if a quota budget is spent (the reason is recorded).")
 @_project_dir
-def sweep_command(notebook, params, workers, experiment, timeout, html, as_json, project_dir):
+def sweep_command(notebook, params, workers, experiment, timeout, html, as_json, force_quota, project_dir):
     "Run NOTEBOOK for every combination of parameter values, WORKERS at a time, under one parent run."
     from mlops_nb.pipeline import sweep, grid
     from mlops_nb.params import read_parameters
@@ -183,7 +306,7 @@ def sweep_command(notebook, params, workers, experiment, timeout, html, as_json,
     n = len(grid(read_parameters(Path(notebook)), list(params), Path(notebook).name)) if Path(notebook).is_file() else 0
     with click.progressbar(length=n, label=f"{n} runs, {workers} at a time", file=sys.stderr,
                            item_show_func=lambda r: r and f"{r.status} {' '.join(f'{k}={v}' for k, v in r.parameters.items())}") as bar:
-        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r), html=html)
+        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r), html=html, force_quota=force_quota)
     click.echo(json.dumps(dict(parent_run_id=out.parent_run_id, seconds=out.seconds, runs=out.table()), indent=2, default=str)
                if as_json else str(out))
     return 0 if out.ok else 7

@@ -51,6 +51,7 @@ def _parsers():
     p.add_argument('--tag', '-t', action='append', type=_kv, default=[], metavar='KEY=VALUE')
     p.add_argument('--resume', metavar='RUN_ID')
     p.add_argument('--system-metrics', type=float, default=15.0, metavar='SECONDS', help="0 turns sampling off")
+    p.add_argument('--force-quota', metavar='REASON', default=None, help="start even if a quota budget is spent (recorded)")
     p = sub.add_parser('stop', help="end the active run")
     p.add_argument('--status', default='FINISHED', type=str.upper, choices=['FINISHED', 'FAILED', 'KILLED'])
     p = sub.add_parser('log', help="log KEY=VALUE: numbers as metrics, anything else as params")
@@ -64,6 +65,16 @@ def _parsers():
     p.add_argument('switch', choices=['on', 'off'])
     p = sub.add_parser('diff', help="what differs between two runs (params, metrics, code, data, packages, environment)")
     p.add_argument('run_a', metavar='RUN_A'); p.add_argument('run_b', metavar='RUN_B')
+    p = sub.add_parser('drift', help="compare current data with a reference: the drift widget (or its table)")
+    p.add_argument('reference', metavar='REF', help="a variable (DataFrame, profile), a file, or a run id")
+    p.add_argument('current', metavar='CUR', help="the same, for the data to check")
+    p.add_argument('--prediction', action='append', default=None); p.add_argument('--label', action='append', default=None)
+    p.add_argument('--alpha', type=float, default=None)
+    p.add_argument('--static', action='store_true', help="the report as a table, without widgets")
+    p = sub.add_parser('quota', help="usage against budgets: the quota widget (or its table)")
+    p.add_argument('--estimate', metavar='NOTEBOOK', default=None, help="also estimate a planned run of NOTEBOOK")
+    p.add_argument('--rows', type=int, default=None); p.add_argument('-p', '--param', action='append', type=_kv, default=[], metavar='NAME=VALUE')
+    p.add_argument('--static', action='store_true', help="the table, without widgets")
     p = sub.add_parser('sync', help="push everything journaled to the store now")
     p.add_argument('--timeout', type=float, default=60)
     return top
@@ -110,7 +121,7 @@ class MlopsMagics(Magics):
         from mlops_nb import tracking as T
         if cell is not None: return self._track_cell(a, cell)
         run = T.track(a.experiment, a.name, dict(a.tag), resume=a.resume, user_ns=self.shell.user_ns,
-                      system_metrics=a.system_metrics or None)
+                      system_metrics=a.system_metrics or None, force_quota=a.force_quota)
         _hook(self.shell, run.cells)
         if run is T._State.pipeline: return print("Tracked by `mlops-nb run`: this notebook's execution is one run (its id is printed at the end)")
         rid = run.wait_for_id(0.4)
@@ -170,7 +181,7 @@ class MlopsMagics(Magics):
         runs = c.search_runs([exp.experiment_id], max_results=a.last, order_by=['attributes.start_time DESC'])
         return pd.DataFrame([dict(run_id=r.info.run_id, name=r.info.run_name, status=r.info.status,
                                   start=pd.to_datetime(r.info.start_time, unit='ms'),
-                                  **{k: v for k, v in r.data.metrics.items() if not k.startswith('system/')}) for r in runs])
+                                  **{k: v for k, v in r.data.metrics.items() if not k.startswith(('system/', 'usage/'))}) for r in runs])
 
     def _open(self, a, cell):
         from mlops_nb import tracking as T
@@ -192,6 +203,36 @@ class MlopsMagics(Magics):
         t = T._State.tracker
         if t: t.flush(10)  # a run of this kernel may still be on its way to the store
         print(diff_runs(a.run_a, a.run_b, t.settings if t else None))
+
+    def _drift(self, a, cell):
+        ns = self.shell.user_ns if self.shell is not None else {}
+        ref, cur = (ns.get(x, x) for x in (a.reference, a.current))  # a variable of the notebook, else a path or run id
+        kw = dict(prediction=a.prediction, label=a.label, alpha=a.alpha)
+        if not a.static:
+            try:
+                from mlops_nb.drift_widget import DriftWidget
+                import ipywidgets, plotly  # noqa: F401 -- the widget needs both
+                return DriftWidget(ref, cur, **kw)
+            except ImportError: print("(ipywidgets or plotly is not installed: showing the table; pip install \"mlops-nb[widgets]\")")
+        from mlops_nb.drift import drift
+        return drift(ref, cur, **kw)
+
+    def _quota(self, a, cell):
+        from mlops_nb import tracking as T
+        t = T._State.tracker
+        if t: t.flush(10)
+        if not a.static:
+            try:
+                from mlops_nb.quota_widget import QuotaWidget
+                import ipywidgets, plotly  # noqa: F401
+                return QuotaWidget(t.settings if t else None, a.estimate, dict(a.param), a.rows)
+            except ImportError: print("(ipywidgets or plotly is not installed: showing the table; pip install \"mlops-nb[widgets]\")")
+        from mlops_nb.quota import budget_status, quota_config, summarize, usage_runs
+        from mlops_nb.registry import _settings
+        s = _settings(settings=t.settings if t else None); cfg = quota_config(s.project_dir)
+        runs = usage_runs(s, cfg.window_seconds)
+        for name, u in sorted(summarize(runs).items()): print(f"{name:<20} {u['runs']:>4} runs {u['cpu_hours']:8.3f} CPU-h {u['peak_memory_gb']:6.2f} GB peak")
+        for b in budget_status(cfg, runs): print(f"{b['scope']:<20} {b['budget']:<11} {b['used']:.3g} of {b['limit']:g} {b['unit']} ({b['share']:.0%})")
 
     def _sync(self, a, cell):
         from mlops_nb import tracking as T

@@ -45,22 +45,45 @@ def _kernel_manager(kernel_name, env, cwd):
     return _KM(kernel_name=kernel_name, transport='ipc', ip=str(Path(tempfile.gettempdir())/f"mlops-nb-kernel-{uuid.uuid4().hex[:8]}"))
 
 class _ResourceMonitor:
-    "Peak memory and CPU time of the kernel process (and its children), sampled every `interval` seconds."
-    def __init__(self, km, interval=0.25):
-        self.km, self.interval, self.peak_rss, self.cpu = km, interval, 0, 0.0
+    "Peak and mean memory and CPU time of the kernel process (and its children), sampled every `interval` seconds; `check(usage)` on each sample."
+    def __init__(self, km, interval=0.25, check=None):
+        self.km, self.interval, self.peak_rss, self.cpu, self.check = km, interval, 0, 0.0, check
+        self.t0, self._area, self._last, self.stopped = time.time(), 0.0, None, None
         self._stop = threading.Event(); self._t = threading.Thread(target=self._run, daemon=True, name='mlops-nb-kernel-monitor')
     def __enter__(self): self._t.start(); return self
     def __exit__(self, *a): self._stop.set(); self._t.join(2)
+    def usage(self):
+        span = (self._last[0] - self.t0) if self._last else 0
+        return dict(wall_s=time.time() - self.t0, cpu_s=self.cpu, peak_rss_mb=self.peak_rss/2**20,
+                    mean_rss_mb=(self._area/span if span > 0 else self.peak_rss)/2**20)
+    def kill(self, reason):
+        "Stop the kernel now (a quota limit): kill its process tree; papermill then sees a dead kernel."
+        import psutil
+        self.stopped = reason
+        try:
+            proc = psutil.Process(self.km.kernel_pid)
+            for p in [*proc.children(recursive=True), proc]:
+                try: p.kill()
+                except psutil.NoSuchProcess: pass
+        except (psutil.NoSuchProcess, TypeError, ValueError): pass
     def _run(self):
         import psutil
-        proc = None
+        proc, procs, n = None, [], 0
         while not self._stop.wait(self.interval):
             try:
                 if proc is None and getattr(self.km, 'kernel_pid', None): proc = psutil.Process(self.km.kernel_pid)
                 if proc is None: continue
-                procs = [proc, *proc.children(recursive=True)]
-                self.peak_rss = max(self.peak_rss, sum(p.memory_info().rss for p in procs))
-                self.cpu = max(self.cpu, sum(sum(p.cpu_times()[:2]) for p in procs))
+                if n % 8 == 0: procs = [proc, *proc.children(recursive=True)]  # walking every process costs: every 2 s
+                n += 1
+                rss = cpu = 0
+                for p in procs:
+                    try: rss += p.memory_info().rss; cpu += sum(p.cpu_times()[:2])
+                    except psutil.NoSuchProcess: pass
+                now = time.time()
+                if self._last is not None: self._area += (now - self._last[0])*(rss + self._last[1])/2
+                self._last = (now, rss)
+                self.peak_rss, self.cpu = max(self.peak_rss, rss), max(self.cpu, cpu)
+                if self.check and self.stopped is None: self.check(self.usage())
             except (psutil.NoSuchProcess, psutil.AccessDenied): pass
 
 # %% ../nbs/14_pipeline.ipynb #103f7fa3
@@ -90,7 +113,7 @@ class RunResult:
     def to_json(self): return {k: getattr(self, k) for k in ('notebook', 'status', 'run_id', 'output', 'seconds', 'parameters', 'error', 'error_name', 'exit_code', 'metrics')}
     def __str__(self):
         lines = [f"{self.status:<9} {self.notebook}  run {self.run_id or '(none)'}  {self.seconds:.1f} s"]
-        if self.metrics: lines.append('  ' + '  '.join(f"{k}={_fmt(v)}" for k, v in sorted(self.metrics.items()) if not k.startswith(('system/', 'pipeline/'))))
+        if self.metrics: lines.append('  ' + '  '.join(f"{k}={_fmt(v)}" for k, v in sorted(self.metrics.items()) if not k.startswith(('system/', 'pipeline/', 'usage/'))))
         if self.error: lines.append(f"  error: {self.error}")
         if self.output: lines.append(f"  executed notebook: {self.output}")
         if self.traceback: lines.append(self.traceback)
@@ -98,7 +121,7 @@ class RunResult:
 
 def _error_codes():
     "`{class name: exit code}` of every mlops_nb error (the registry's gate and schema errors included)."
-    import mlops_nb.registry  # noqa: F401 (defines GateError, SchemaError)
+    import mlops_nb.registry, mlops_nb.quota  # noqa: F401 (define GateError, SchemaError, QuotaError)
     def walk(c): return [c] + [x for s in c.__subclasses__() for x in walk(s)]
     return {c.__name__: c.exit_code for c in walk(MlopsNbError)}
 
@@ -155,6 +178,8 @@ def _finish_run(client, s, job:dict):
     if job.get('peak_rss'): ms += [Metric('pipeline/kernel_peak_rss_mb', job['peak_rss'] / 2**20, now, 0),
                                    Metric('pipeline/kernel_cpu_seconds', job['cpu'], now, 0)]
     tags = [RunTag('mlops_nb.pipeline.status', r['status'])] + ([RunTag('mlops_nb.pipeline.error', r['error'])] if r['error'] else [])
+    if job.get('quota_stopped'): tags.append(RunTag('mlops_nb.quota.stopped', job['quota_stopped']))
+    ms += [Metric(f"usage/{k}", float(v), now, 0) for k, v in (job.get('usage') or {}).items()]
     client.log_batch(rid, metrics=ms, params=ps, tags=tags)
     out = r['output'] if r['output'] and Path(r['output']).is_file() else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -218,6 +243,16 @@ def _shutdown_kernel(km):
         try: run_sync(km.shutdown_kernel)(now=True)
         except Exception: pass
 
+# %% ../nbs/14_pipeline.ipynb #e385f360
+def _quota_guard(s, pipeline, force):
+    "A `QuotaGuard` for a run of `pipeline` when budgets are set (refusing it if one is spent), else `None`."
+    from mlops_nb.quota import QuotaGuard, check_start, quota_config
+    cfg = quota_config(s.project_dir)
+    if not cfg.enabled: return None
+    from mlops_nb.tracking import _alerter
+    cfg, before = check_start(s, pipeline, force, cfg, alert=_alerter(s, None))
+    return QuotaGuard(cfg, pipeline, before, alert=_alerter(s, None, background=True), windows=not force)
+
 # %% ../nbs/14_pipeline.ipynb #c95e04f4
 def run_notebook(notebook:str|Path,  # The notebook to execute
                  parameters:dict|None=None,  # Name -> value (strings are converted to the parameter's type)
@@ -230,7 +265,8 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
                  html:bool=True,  # Also store an HTML rendering
                  from_text:bool=True,  # Parameter values are command-line strings to convert
                  log=None,  # Called with progress lines
-                 client=None):  # An `MlflowClient` to record with in this process (default: a finisher process)
+                 client=None,  # An `MlflowClient` to record with in this process (default: a finisher process)
+                 force_quota:str|None=None):  # Start even if a quota budget is spent; the reason is recorded
     "Execute `notebook` headless as one tracked run; return a `RunResult` (failures included)."
     s = settings or resolve_settings()
     nb_path = Path(notebook).expanduser().resolve()
@@ -250,25 +286,29 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
         raise missing_dependency('papermill', 'dev', '`mlops-nb run`') from None
     from mlops_nb.store import ensure_store
     ensure_store(s)  # made (or checked) once, here, before the kernel and this process's recorder both reach for it
+    guard = _quota_guard(s, nb_path.stem, force_quota)  # refuses the run now if a budget is spent
     finisher = _Finisher(s, client)
     attempt = uuid.uuid4().hex
     env = {'MLOPS_NB_NOTEBOOK': str(nb_path), 'MLOPS_NB_PROJECT_DIR': s.project_dir, 'MLOPS_NB_TRACKING_URI': s.tracking_uri,
            'MLOPS_NB_ARTIFACT_ROOT': s.artifact_root, 'MLOPS_NB_EXPERIMENT': experiment or s.experiment,
            'MLOPS_NB_CACHE_DIR': s.cache_dir, 'MLOPS_NB_SYNC_DELAY': '10',
-           'MLOPS_NB_TAGS': json.dumps({**(tags or {}), 'mlops_nb.attempt': attempt, 'mlops_nb.pipeline': nb_path.name})}
+           'MLOPS_NB_TAGS': json.dumps({**(tags or {}), 'mlops_nb.attempt': attempt, 'mlops_nb.pipeline': nb_path.name}
+                                       | ({'mlops_nb.quota.forced': force_quota} if force_quota else {}))}
     kernel = (nb.get('metadata', {}).get('kernelspec') or {}).get('name') or 'python3'
     km = _kernel_manager(kernel, env, str(nb_path.parent))
     res = RunResult(str(nb_path), 'FINISHED', output=str(out), parameters=params)
     t0 = time.perf_counter()
     if log: log(f"Running {nb_path.name}" + (f" with {json.dumps(params, default=str)}" if params else ''))
     interrupted = None
-    with _ResourceMonitor(km) as monitor:
+    monitor = _ResourceMonitor(km)
+    if guard is not None: guard.stop = monitor.kill; monitor.check = guard
+    with monitor:
         try:
             papermill.execute_notebook(nbformat.from_dict(prepare_notebook(nb, name)), str(out), parameters=params, kernel_name=kernel,
                                        progress_bar=False, execution_timeout=timeout, km=km, start_timeout=120)
         except KeyboardInterrupt as e: interrupted = e; res.status, res.error = 'KILLED', 'interrupted (Ctrl-C)'
         except Exception as e:
-            if type(e).__module__.split('.')[0] not in ('papermill', 'nbclient', 'jupyter_client'): raise
+            if type(e).__module__.split('.')[0] not in ('papermill', 'nbclient', 'jupyter_client') and not monitor.stopped: raise
             res.status = 'FAILED'; res.error, res.traceback = _describe(e, out)
             res.error_name = getattr(e, 'ename', None)
         finally:
@@ -277,8 +317,11 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
             _shutdown_kernel(km)  # its journal is replayed next: the kernel must have exited and let go of it
     res.seconds = round(time.perf_counter() - t0, 3)
     if not out.is_file(): res.output = None
+    if monitor.stopped:
+        res.status, res.error, res.error_name, res.traceback = 'FAILED', monitor.stopped, 'QuotaError', None
     job = dict(attempt=attempt, kernel_pid=getattr(km, 'kernel_pid', None), experiment=experiment or s.experiment, name=name,
                tags=tags or {}, html=page.path() if page else None, peak_rss=monitor.peak_rss, cpu=monitor.cpu,
+               usage=monitor.usage() | dict(wall_s=res.seconds), quota_stopped=monitor.stopped,
                result=dict(notebook=res.notebook, status=res.status, seconds=res.seconds, parameters=effective, error=res.error,
                            traceback=res.traceback, output=res.output))
     try: res.run_id, res.metrics = (got := finisher.finish(job))['run_id'], got['metrics']
@@ -357,7 +400,7 @@ class SweepResult:
     def ok(self): return all(r.ok for r in self.results)
     def table(self):
         "Rows of params, status, seconds and the runs' own metrics."
-        keys = sorted({k for r in self.results for k in r.metrics if not k.startswith(('system/', 'pipeline/'))})
+        keys = sorted({k for r in self.results for k in r.metrics if not k.startswith(('system/', 'pipeline/', 'usage/'))})
         return [dict(**r.parameters, status=r.status, seconds=r.seconds, **{k: r.metrics.get(k) for k in keys}, run_id=r.run_id)
                 for r in self.results]
     def __str__(self):
@@ -377,7 +420,8 @@ def sweep(notebook:str|Path,  # The notebook
           timeout:float|None=None,  # Seconds a cell may run
           settings:Settings|None=None,  # Where runs go
           on_done=None,  # Called with each `RunResult` as it finishes
-          html:bool=False):  # Also store an HTML rendering of each run (rendering takes this process's CPU)
+          html:bool=False,  # Also store an HTML rendering of each run (rendering takes this process's CPU)
+          force_quota:str|None=None):  # Start runs even if a quota budget is spent; the reason is recorded
     "Run `notebook` for every combination in `given`, `workers` at a time, as child runs of one parent; return a `SweepResult`."
     from concurrent.futures import ThreadPoolExecutor, as_completed
     from mlops_nb.store import open_client, experiment_id, end_run
@@ -398,7 +442,8 @@ def sweep(notebook:str|Path,  # The notebook
     def one(i):
         label = ' '.join(f"{k}={v}" for k, v in combos[i].items())
         return i, run_notebook(nb_path, combos[i], experiment, folder/f"{i:03d}.ipynb", timeout, s, name=f"{nb_path.stem} {label}",
-                               tags={'mlflow.parentRunId': pid, 'mlops_nb.sweep': pid}, from_text=False, client=c, html=html)
+                               tags={'mlflow.parentRunId': pid, 'mlops_nb.sweep': pid}, from_text=False, client=c, html=html,
+                               force_quota=force_quota)
     status = 'FINISHED'
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix='mlops-nb-sweep') as pool:

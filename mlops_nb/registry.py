@@ -192,13 +192,13 @@ def model_version(model_name:str,  # Registered model name
 def champion_metrics(model_name:str,  # Registered model name
                      alias:str='champion',  # The alias of the model to beat
                      settings:Settings|None=None):  # Which store; default: the active run's, else `resolve_settings()`
-    "The metrics (system metrics left out) of the run behind `model_name@alias`, or `None` when there is no such model or alias."
+    "The metrics (system, usage and pipeline metrics left out) of the run behind `model_name@alias`, or `None` when there is no such model or alias."
     mv = model_version(model_name, alias, settings)
     if mv is None or not mv['run_id']: return None
     from mlflow.exceptions import MlflowException
     try: run = registry_client(settings).get_run(mv['run_id'])
     except MlflowException: return None  # the run was deleted: nothing to compare with
-    return {k: v for k, v in run.data.metrics.items() if not k.startswith('system/')}
+    return {k: v for k, v in run.data.metrics.items() if not k.startswith(('system/', 'usage/', 'pipeline/'))}
 
 @contextmanager
 def _no_progress_bars():

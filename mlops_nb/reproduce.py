@@ -40,7 +40,7 @@ def _flat(run, ctx):
     nb, env, seeds = ctx.get('notebook') or {}, ctx.get('environment') or {}, ctx.get('seeds') or {}
     out = {s: {} for s in _SECTIONS}
     out['params'] = dict(run.data.params) | {f"papermill.{k}": json.dumps(v) for k, v in ((ctx.get('params') or {}).get('papermill') or {}).items()}
-    out['metrics'] = {k: v for k, v in run.data.metrics.items() if not k.startswith('system/')}
+    out['metrics'] = {k: v for k, v in run.data.metrics.items() if not k.startswith(('system/', 'usage/', 'pipeline/'))}
     if ctx:
         out['code'] = {'commit': git.get('commit'), 'branch': git.get('branch'), 'remote': git.get('remote'),
                        'dirty': git.get('dirty'), 'diff': _digest(git.get('diff')) if git.get('diff') else None,
@@ -300,7 +300,7 @@ def reproduce(run_id:str,  # The MLflow run to re-create
         out.causes.append("the notebook started no tracked run (no `%mlops track` / `mn.track()` ran)")
         return out
     out.new_run_id = new.info.run_id
-    keys = sorted(k for k in set(run.data.metrics) | set(new.data.metrics) if not k.startswith('system/'))
+    keys = sorted(k for k in set(run.data.metrics) | set(new.data.metrics) if not k.startswith(('system/', 'usage/', 'pipeline/')))  # resources are not results
     for k in keys:
         a, b = _history(c, run_id, k) if k in run.data.metrics else [], _history(c, out.new_run_id, k) if k in new.data.metrics else []
         ok, diff = compare_histories(a, b, tolerance) if a and b else (False, None)
@@ -311,3 +311,7 @@ def reproduce(run_id:str,  # The MLflow run to re-create
         if t.get('mlops_nb.out_of_order') == 'True' or int(t.get('mlops_nb.reruns') or 0):
             out.causes.insert(0, "the original run executed cells out of order or re-ran some; the re-run went top to bottom")
     return out
+
+# %% ../nbs/12_reproduce.ipynb #fc777233
+from . import _callable_module
+_callable_module(__name__)

@@ -133,7 +133,7 @@ def quickstart_project(dest:str|Path='mlops-nb-quickstart',  # The project folde
                                               fix=f"Open {res.output} to see the failing cell; `mlops-nb run notebooks/{step}.ipynb` re-runs it.")
         c = c or retry_sqlite(lambda: open_client(s))
         out[step] = dict(run_id=res.run_id, seconds=res.seconds, notebook=res.output,
-                         metrics={k: v for k, v in res.metrics.items() if not k.startswith(('system/', 'pipeline/', 'drift/psi/'))})
+                         metrics={k: v for k, v in res.metrics.items() if not k.startswith(('system/', 'pipeline/', 'usage/', 'drift/score/'))})
     out['model'] = model_version('mlops-nb-model', 'candidate', s)
     if out['model']: out['model'].pop('tags', None)
     out['seconds'] = round(time.perf_counter() - t0, 1)
@@ -147,7 +147,7 @@ def quickstart_summary(out:dict):  # From `quickstart_project`
         f"project    {out['project']}  (store {out['store']}, experiment {out['experiment']!r})",
         f"train      run {out['train']['run_id']}  {pick(tr, ('auc', 'accuracy', 'logloss'))}",
         f"model      {m.get('name')} version {m.get('version')} @{m.get('alias')}" if m else "model      not registered (a gate failed: see the train run)",
-        f"monitor    run {out['monitor']['run_id']}  {pick(mo, ('drift/features_drifted', 'drift/share_drifted', 'drift/max_psi'))}",
+        f"monitor    run {out['monitor']['run_id']}  {pick(mo, ('drift/features_drifted', 'drift/share_drifted', 'drift/columns_drifted'))}",
         f"notebooks  {out['project']}/executed/  (train.ipynb, monitor.ipynb, as they ran)",
         f"took       {out['seconds']} s", "",
         f"Look at it:  cd {out['project']} && mlops-nb ui",

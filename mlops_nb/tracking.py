@@ -13,7 +13,7 @@ import atexit, getpass, json, os, shutil, sys, tempfile, threading, time
 from pathlib import Path
 
 from .config import Settings, resolve_settings, redact_uri
-from .errors import TrackingError
+from .errors import MlopsNbError, TrackingError
 from .redact import redact_text
 from .tracker import Tracker, replay_journals
 from .session import notebook_path, CellHistory, SystemSampler
@@ -92,7 +92,9 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
           nested:bool=False,  # Start a child of the active run instead of replacing it
           settings:Settings|None=None,  # Where runs go; default: `resolve_settings()`
           user_ns:dict|None=None,  # The kernel namespace, to find the notebook
-          system_metrics:float|None=15.0):  # Seconds between system metric samples; `None`: off
+          system_metrics:float|None=15.0,  # Seconds between system metric samples; `None`: off
+          force_quota:str|None=None,  # Start even if a quota budget is spent; the reason is recorded
+          _account:bool=True):  # Measure usage and enforce quotas here (`mlops-nb run` does both from outside)
     "Start (or resume) a tracked run and make it the active one; returns an `ActiveRun`."
     with _State.lock:
         pipe = _State.pipeline
@@ -108,14 +110,19 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         experiment = experiment or (parent.experiment if parent else t.settings.experiment)
         user_ns = user_ns if user_ns is not None else _shell_namespace()
         nb, how = notebook_path(user_ns)
+        all_tags = _default_tags(nb, how) | _env_tags() | {k: str(v) for k, v in (tags or {}).items()}
+        if not nested: all_tags.setdefault('mlops_nb.pipeline', Path(nb).name if nb else (name or 'interactive'))
+        quota = _quota_start(t.settings, all_tags['mlops_nb.pipeline'], force_quota) if not nested and _account else None
+        if force_quota: all_tags['mlops_nb.quota.forced'] = force_quota
         rid = t.new_run_id()
-        t.record('start', run=rid, experiment=experiment, name=name,
-                 tags=_default_tags(nb, how) | _env_tags() | {k: str(v) for k, v in (tags or {}).items()},
+        t.record('start', run=rid, experiment=experiment, name=name, tags=all_tags,
                  parent=parent.rid if parent else None, resume=resume, t=time.time())
         run = ActiveRun(t, rid, experiment, name, parent, nb, resume)
         run.replaced = replaced
         run.cells = CellHistory(nb)
+        run.usage, run._pipeline, run._tags = dict(artifacts_mb=0.0, data_rows=0, data_mb=0.0), all_tags.get('mlops_nb.pipeline'), all_tags
         if not nested: _start_capture(run, user_ns)
+        if not nested and _account: _start_meter(run, *(quota or (None, None)))
         if system_metrics and not nested:
             run.sampler = SystemSampler(lambda m, step: _log_metrics_to(run, m, step), system_metrics).start()
         _State.runs.append(run)
@@ -148,9 +155,61 @@ def _start_capture(run, user_ns):
 def pipeline_track(name:str|None=None,  # Run name
                    system_metrics:float|None=15.0):  # Seconds between system metric samples
     "Track this kernel for `mlops-nb run`: the notebook's own `%mlops track`/`%mlops stop` then join this run, which ends with the kernel."
-    _State.pipeline = run = track(name=name, system_metrics=system_metrics)
+    _State.pipeline = run = track(name=name, system_metrics=system_metrics, _account=False)
     set_tag('mlops_nb.pipeline_run', 'true', run=run)
     return run
+
+def _quota_start(settings, pipeline, force):
+    "Refuse the run if a budget of its pipeline is spent (`QuotaError`); `(config, usage before)` when budgets are set."
+    from mlops_nb.quota import quota_config, check_start, pipeline_of
+    cfg = quota_config(settings.project_dir)
+    if not cfg.enabled: return None
+    name = pipeline_of({'mlops_nb.pipeline': pipeline})
+    try: return check_start(settings, name, force, cfg, alert=_alerter(settings, None))
+    except MlopsNbError: raise
+    except Exception as e:  # the store cannot say what was used: do not block work on that
+        print(f"mlops_nb: quota not checked ({type(e).__name__}: {e}); the run goes ahead", file=sys.stderr)
+        return cfg, {}
+
+def _alerter(settings, run, background:bool=False):  # Send from a thread of its own (the process waits for it at exit)
+    "`alert(kind, message, value, limit, unit)` that sends to the project's alert channels."
+    def alert(kind, message, value=None, limit=None, unit=None):
+        from mlops_nb.alerts import make_alert, send_alert
+        a = make_alert(kind, message, value, limit, unit, run_id=run.run_id if run else None, project=settings.experiment)
+        if background: threading.Thread(target=send_alert, args=(a, settings), name='mlops-nb-alert').start()
+        else: send_alert(a, settings)
+    return alert
+
+def _start_meter(run, cfg, before):
+    "Measure the run's usage in the background; with budgets, alert and stop at their limits."
+    from mlops_nb.quota import UsageMeter, QuotaGuard, pipeline_of
+    guard = None
+    if cfg is not None:
+        pipe = pipeline_of({'mlops_nb.pipeline': run._pipeline or ''}, run.name)
+        guard = QuotaGuard(cfg, pipe, before, alert=_alerter(run.tracker.settings, run, background=True), stop=lambda reason: _quota_stop(run, reason),
+                           windows='mlops_nb.quota.forced' not in getattr(run, '_tags', {}))
+    def check(u):
+        if guard: guard(u)
+        if time.time() - getattr(run, '_usage_logged', run.started) >= 30: _log_usage(run)  # live usage for quota windows and widgets
+    run.meter = UsageMeter(check=check).start()
+
+def _quota_stop(run, reason):
+    "A hard limit was reached in this kernel: record why, end the run FAILED, interrupt the running cell."
+    import _thread
+    print(f"\nmlops_nb: stopping this run: {reason}", file=sys.stderr)
+    try: set_tag('mlops_nb.quota.stopped', reason, run=run)
+    except Exception: pass
+    _thread.interrupt_main()
+    try: stop('FAILED', run=run)
+    except Exception: pass
+
+def _log_usage(run, final=False):
+    "Log the run's usage so far as `usage/*` metrics."
+    u = dict(getattr(run, 'usage', None) or {})
+    meter = getattr(run, 'meter', None)
+    if meter is not None: u |= (meter.stop() if final else meter.usage())
+    run._usage_logged = time.time()
+    if u: _log_metrics_to(run, {f"usage/{k}": float(v) for k, v in u.items()}, None)
 
 def _end_all(status):
     while _State.runs: stop(status, _force=True)
@@ -179,6 +238,7 @@ def stop(status:str='FINISHED',  # FINISHED, FAILED or KILLED
             run.tracker.flush(10)  # what we journaled first, then MLflow's own end of the run
             _detach_autolog(status)
         if run.sampler: run.sampler.stop()
+        if not run.parent: _log_usage(run, final=True)
         if getattr(run, 'capture', None): run.capture.finish()
         if run.cells and run.cells.cells and not run.parent: _record_cells(run)
         run.tracker.record('end', run=run.rid, status=status, t=time.time())
@@ -233,6 +293,9 @@ def log_artifact(path:str|Path, artifact_path:str|None=None, run:ActiveRun|None=
     if not path.is_file(): raise TrackingError(f"No such file: {path}.", fix="Pass the path of an existing file.")
     stage = Path(r.tracker.journal.folder)/f"{r.tracker.journal.name}-{r.rid}"/'artifacts'/f"{time.time_ns()}"
     stage.mkdir(parents=True); shutil.copy2(path, stage/path.name)
+    top = r
+    while top.parent is not None: top = top.parent
+    if getattr(top, 'usage', None) is not None: top.usage['artifacts_mb'] += path.stat().st_size/2**20
     r.tracker.record('artifact', run=r.rid, path=str(stage/path.name), dest=artifact_path)
 
 # %% ../nbs/08_tracking.ipynb #49aa056a

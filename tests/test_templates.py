@@ -28,7 +28,7 @@ def test_templates_are_clean_and_typed():
                          min_auc='float', model_name='str', reference_schema='str', optuna_storage='str', study_name='str',
                          fail_on_gate='bool')
     assert {k: p.type for k, p in read_parameters(TEMPLATES/'monitor.ipynb').items()}.items() >= \
-        dict(batch_path='str', reference_path='str', psi_threshold='float', shift='float').items()
+        dict(batch_path='str', reference='str', alpha='float', fail_on_drift='bool', shift='float').items()
     assert {k: p.type for k, p in read_parameters(TEMPLATES/'batch_score.ipynb').items()}.items() >= \
         dict(model_name='str', alias='str', batch_path='str', output_path='str').items()
 
@@ -131,8 +131,30 @@ def test_monitor_flags_the_shifted_features_only_when_shifted(repo):
     (shifted, same), client, _ = _runs(repo, 'monitor')
     assert shifted.data.metrics['drift/features_drifted'] >= 1
     assert same.data.metrics['drift/features_drifted'] == 0 and same.data.metrics['drift/share_drifted'] == 0
-    assert shifted.data.metrics['drift/psi/mean radius'] >= 0.2 > same.data.metrics['drift/psi/mean radius']
-    assert 'mean radius' in shifted.data.tags['drift.features'] and same.data.tags['drift.features'] == 'none'
-    assert len([k for k in same.data.metrics if k.startswith('drift/psi/')]) == 30
+    assert shifted.data.tags['mlops_nb.drift.verdict'] == 'drift' and same.data.tags['mlops_nb.drift.verdict'] != 'drift'
+    assert shifted.data.metrics['drift/score/mean radius'] > 2 > same.data.metrics['drift/score/mean radius']
+    assert len([k for k in same.data.metrics if k.startswith('drift/score/')]) == 31  # 30 features and the label
     assert shifted.data.tags['mlops_nb.data.batch.role'] == 'serving'
-    assert [a.path for a in client.list_artifacts(shifted.info.run_id, 'drift')] == ['drift/psi.csv']
+    assert shifted.data.tags['mlops_nb.data.batch.profile'] == 'data/batch.profile.json'
+    arts = {a.path for a in client.list_artifacts(shifted.info.run_id, 'drift')}
+    assert arts == {'drift/drift.json', 'drift/drift.html', 'drift/current.profile.json'}
+    report = json.loads(Path(client.download_artifacts(shifted.info.run_id, 'drift/drift.json', str(repo.parent))).read_text())
+    moved = {'mean radius', 'mean texture', 'mean concavity', 'worst smoothness'}
+    assert set(report['drifted']) & moved and set(report['drifted']) <= moved | {'mean perimeter', 'mean area', 'worst radius', 'worst perimeter', 'worst area', 'mean compactness', 'mean concave points', 'worst concavity', 'worst concave points', 'worst texture', 'mean smoothness'}
+
+
+def test_monitor_fails_on_drift_when_asked_and_takes_a_training_run_as_reference(repo):
+    "The reference is the training run's stored profile; fail_on_drift stops the notebook after everything is logged."
+    _papermill(repo, 'monitor', 'shift', 0)
+    (first,), client, _ = _runs(repo, 'monitor')
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+    batch = load_breast_cancer(as_frame=True).frame.sample(200, random_state=3)
+    batch['mean radius'] += 2*batch['mean radius'].std()
+    batch.to_csv(repo/'batch.csv', index=False)
+    r = _papermill(repo, 'monitor', 'reference', first.info.run_id, 'batch_path', 'batch.csv', 'fail_on_drift', True, ok=False)
+    assert r.returncode != 0 and 'The batch drifted from the reference' in r.stderr, r.stderr[-3000:]
+    runs, client, _ = _runs(repo, 'monitor')
+    failed = runs[-1]
+    assert failed.info.status == 'FAILED' and failed.data.tags['mlops_nb.drift.verdict'] == 'drift'
+    assert failed.data.metrics['drift/score/mean radius'] > 5
