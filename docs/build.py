@@ -1,17 +1,26 @@
-"""Build the HTML docs from the notebooks, offline, with tools from PyPI (nbclient, nbconvert).
+"""Build the HTML docs from the notebooks and guides, offline, with tools from PyPI (nbclient, nbconvert, mistune).
 
     python docs/build.py [--out docs/_site] [--no-execute]
 
-Each notebook in nbs/ is executed in a fresh kernel (so the docs show real output and a broken example fails the
-build), cells marked `#| hide` are dropped, `#|` directives are stripped, and the page is written as HTML named the
-way nbdev names it (`01_config.ipynb` -> `config.html`). `cli_reference.html` is generated from `mlops-nb --help`.
-Exits non-zero, naming the notebook and cell, when a notebook fails.
+Each notebook in nbs/ (the API pages, and the tutorial) is executed in a fresh kernel, so the docs show real output
+and a broken example fails the build; cells marked `#| hide` are dropped, `#|` directives are stripped, and the page
+is named the way nbdev names it (`01_config.ipynb` -> `config.html`). The guides in docs/guides/*.md become
+`getting_started.html` and `guide_<name>.html`, with the screenshots of docs/screenshots/. `cli_reference.html` is
+generated from `mlops-nb --help`.
+
+Before anything runs, the guides and the notebooks' prose are checked against the code: every `mlops-nb` command and
+option, every `%mlops` verb and option and every `mn.<name>` they show must exist, and every relative link and image
+must lead to a page or file of the site. Exits non-zero naming the page and the line (or the notebook and the cell).
 """
-import argparse, html, os, re, sys, time
+import argparse, difflib, html, os, re, shlex, shutil, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT/'nbs'
+GUIDES = ROOT/'docs'/'guides'
+SCREENSHOTS = ROOT/'docs'/'screenshots'
+# The order of the guides in the navigation; a guide not listed here comes last.
+GUIDE_ORDER = ['getting_started', 'tracking', 'reproduce', 'pipelines', 'drift_and_quota', 'promotion']
 
 
 def page_name(nb: Path) -> str:
@@ -37,11 +46,109 @@ def for_docs(nb):
     return nb
 
 
-def nav(pages, current):
-    links = ' · '.join(f'<b>{html.escape(t)}</b>' if p == current else f'<a href="{p}">{html.escape(t)}</a>'
-                       for p, t in pages)
-    return (f'<nav style="font-family:sans-serif;padding:.6em 1em;border-bottom:1px solid #ddd;'
-            f'background:#fafafa">mlops_nb docs: {links}</nav>')
+def guide_page(md: Path) -> str:
+    return 'getting_started.html' if md.stem == 'getting_started' else f'guide_{md.stem}.html'
+
+
+def guide_files():
+    order = {n: i for i, n in enumerate(GUIDE_ORDER)}
+    return sorted(GUIDES.glob('*.md'), key=lambda p: (order.get(p.stem, len(order)), p.stem))
+
+
+def nav(rows, current):
+    "One line of links per row of (page, title); the current page in bold."
+    def row(label, pages):
+        links = ' · '.join(f'<b>{html.escape(t)}</b>' if p == current else f'<a style="color:#0366d6" href="{p}">{html.escape(t)}</a>'
+                           for p, t in pages)
+        return f'<div style="margin:.15em 0"><span style="color:#777">{label}</span> {links}</div>'
+    return (f'<nav style="font-family:sans-serif;font-size:14px;padding:.5em 1em;border-bottom:1px solid #ddd;'
+            f'background:#fafafa">{"".join(row(l, p) for l, p in rows)}</nav>')
+
+
+# --- checks: the docs may only show commands, verbs, names and links that exist --------------------------------
+
+def code_blocks(text):
+    "(language, first line number, lines) of each fenced block in markdown `text`."
+    out, lang, start, buf = [], None, 0, None
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith('```'):
+            if buf is None: lang, start, buf = line.strip()[3:].strip(), i + 1, []
+            else: out.append((lang, start, buf)); buf = None
+        elif buf is not None: buf.append(line)
+    return out
+
+
+def _click_options(cmd):
+    import click
+    return {o for p in cmd.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)} | {'-h', '--help'}
+
+
+def check_command(line):
+    "Why the `mlops-nb ...` command on `line` would not run as written, or None."
+    import click
+    from mlops_nb.cli import cli
+    m = re.search(r'(?:^|[\s/])mlops-nb(\s.*)?$', line)
+    if not m: return None
+    rest = re.split(r'\s(?:#|&&|\|\||\||;)\s?', ' ' + (m.group(1) or ''))[0]
+    try: words = shlex.split(rest)
+    except ValueError as e: return f"cannot split `{rest.strip()}`: {e}"
+    cmd, path = cli, ['mlops-nb']
+    while isinstance(cmd, click.Group) and words and not words[0].startswith('-'):
+        if words[0] not in cmd.commands:
+            return f"`{' '.join(path)} {words[0]}`: no such command (there are: {', '.join(sorted(cmd.commands))})"
+        path.append(words[0]); cmd = cmd.commands[words.pop(0)]
+    known = _click_options(cmd)
+    for w in words:
+        if w.startswith('-') and not re.fullmatch(r'-?\d[\d.e+-]*', w) and w.split('=', 1)[0] not in known:
+            return f"`{' '.join(path)}` has no option `{w}` (it has: {', '.join(sorted(known))})"
+    return None
+
+
+def check_magic(line):
+    "Why the `%mlops ...` line would be refused, or None."
+    m = re.match(r'\s*%%?mlops\s+(\S+)(.*)$', line)
+    if not m: return None
+    from mlops_nb.magics import _parsers
+    top = _parsers()
+    verbs = next(a for a in top._actions if a.__class__.__name__ == '_SubParsersAction').choices
+    if m.group(1) not in verbs: return f"`%mlops {m.group(1)}`: no such verb (there are: {', '.join(sorted(verbs))})"
+    known = set(verbs[m.group(1)]._option_string_actions)
+    for w in m.group(2).split('#')[0].split():
+        if w.startswith('--') and w.split('=', 1)[0] not in known:
+            return f"`%mlops {m.group(1)}` has no option `{w}` (it has: {', '.join(sorted(known))})"
+    return None
+
+
+def check_names(line):
+    "Why an `mn.<name>` on `line` does not exist, or None."
+    import mlops_nb
+    for name in re.findall(r'(?<![\w.])mn\.([A-Za-z_]\w*)', line):
+        if not hasattr(mlops_nb, name): return f"`mn.{name}` does not exist in mlops_nb"
+    return None
+
+
+def check_text(text, where):
+    "Problems of the commands, verbs and names in markdown `text`'s code blocks, as `where:line: why` strings."
+    problems = []
+    for lang, start, lines in code_blocks(text):
+        for i, line in enumerate(lines):
+            checks = (check_command,) if lang in ('sh', 'bash', 'shell', 'console') else \
+                     (check_magic, check_names) if lang in ('python', 'py', 'ipython') else ()
+            for check in checks:
+                why = check(line)
+                if why: problems.append(f"{where}:{start + i}: {why}\n    {line.strip()}")
+    return problems
+
+
+def check_links(page_html, where, targets):
+    "Relative links and images of `page_html` that lead to no page or file in `targets`."
+    problems = []
+    for attr, url in re.findall(r'\b(href|src)="([^"#?]+)[^"]*"', page_html):
+        if re.match(r'[a-z][a-z0-9+.-]*:', url) or url.startswith(('/', '//')): continue
+        if url not in targets:
+            near = difflib.get_close_matches(url, sorted(targets), n=2, cutoff=0.5)
+            problems.append(f"{where}: a link to `{url}` leads nowhere" + (f" (did you mean {' or '.join(f'`{n}`' for n in near)}?)" if near else ''))
+    return problems
 
 
 def cli_reference():
@@ -56,19 +163,68 @@ def cli_reference():
     return '\n'.join(parts)
 
 
+def render_guide(md: Path):
+    "A guide's title and its HTML body."
+    import mistune
+    text = md.read_text(encoding='utf-8')
+    title = next((l[2:].strip() for l in text.splitlines() if l.startswith('# ')), md.stem)
+    return title, mistune.html(text)
+
+
+def page_shell(title, navigation, body):
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)} - mlops_nb</title>'
+            '<style>body{margin:0}main{font-family:sans-serif;max-width:60em;padding:1em 2em;line-height:1.5}'
+            'pre{background:#f6f8fa;padding:.8em;overflow-x:auto;line-height:1.3}code{font-size:90%}'
+            'table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.3em .6em}'
+            'img{max-width:100%;border:1px solid #ddd}</style></head>'
+            f'<body>{navigation}<main>{body}</main></body></html>')
+
+
 def build(out: Path, execute=True, timeout=600):
     import nbformat
     from nbconvert import HTMLExporter
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    out.mkdir(parents=True, exist_ok=True)
     nbs = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_'))
     titles = {}
     for p in nbs:
         first = nbformat.read(p, as_version=4).cells[0].source.splitlines()[0]
         titles[p] = first.lstrip('# ').strip() or p.stem
-    pages = [(page_name(p), titles[p]) for p in sorted(nbs, key=lambda p: p.name != 'index.ipynb')]
-    pages.append(('cli_reference.html', 'CLI reference'))
+    guides = {md: render_guide(md) for md in guide_files()}
+    tutorial = [p for p in nbs if p.stem == 'tutorial']
+    api = [p for p in nbs if p not in tutorial]
+    top = [(guide_page(md), t) for md, (t, _) in guides.items() if md.stem == 'getting_started']
+    top += [(page_name(p), 'Tutorial') for p in tutorial]
+    top += [(guide_page(md), t) for md, (t, _) in guides.items() if md.stem != 'getting_started']
+    top += [('index.html', 'API'), ('cli_reference.html', 'CLI reference')]
+    api_row = [(page_name(p), titles[p]) for p in sorted(api, key=lambda p: p.name != 'index.ipynb') if p.stem != 'index']
+    rows = lambda page: [('Guides', top)] + ([('API', api_row)] if page in dict(api_row) or page == 'index.html' else [])
+
+    # Check everything the docs show against the code before running anything.
+    screenshots = sorted(SCREENSHOTS.glob('*.png'))
+    targets = {p for p, _ in top} | {p for p, _ in api_row} | {page_name(p) for p in nbs} | {f'screenshots/{f.name}' for f in screenshots}
+    problems = []
+    for md, (title, body) in guides.items():
+        problems += check_text(md.read_text(encoding='utf-8'), md.relative_to(ROOT))
+        problems += check_links(body, md.relative_to(ROOT), targets)
+    for p in nbs:
+        for i, c in enumerate(nbformat.read(p, as_version=4).cells):
+            if c.cell_type == 'markdown':
+                problems += check_text(c.source, f"{p.relative_to(ROOT)} cell {i}")
+                import mistune
+                problems += check_links(mistune.html(c.source), f"{p.relative_to(ROOT)} cell {i}", targets)
+            elif '#| hide' not in c.source and '#| export' not in c.source:
+                problems += [f"{p.relative_to(ROOT)} cell {i}: {why}\n    {l.strip()}" for l in c.source.splitlines()
+                             for why in [check_magic(l)] if why]
+    if problems:
+        sys.exit("docs: what the docs show does not match the code:\n" + '\n'.join(problems))
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out/'screenshots').mkdir(exist_ok=True)
+    for f in screenshots: shutil.copy2(f, out/'screenshots'/f.name)
+    for md, (title, body) in guides.items():
+        (out/guide_page(md)).write_text(page_shell(title, nav(rows(guide_page(md)), guide_page(md)), body), encoding='utf-8')
+        print(f"docs: {md.relative_to(ROOT)} -> {guide_page(md)}")
     exporter = HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True)
     env = {**os.environ, 'IN_TEST': '1'}  # nbdev_export() cells do nothing while docs build
     for p in nbs:
@@ -81,14 +237,14 @@ def build(out: Path, execute=True, timeout=600):
                 sys.exit(f"docs: {p.relative_to(ROOT)} failed while executing:\n{e}")
             finally: os.environ.clear(); os.environ.update(old)
         body, _ = exporter.from_notebook_node(for_docs(nb), resources={'metadata': {'name': titles[p]}})
-        body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + nav(pages, page_name(p)), body, count=1)
+        body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + nav(rows(page_name(p)), page_name(p)), body, count=1)
         (out/page_name(p)).write_text(body, encoding='utf-8')
         print(f"docs: {p.name} -> {page_name(p)} ({time.perf_counter()-t0:.1f} s)")
-    ref = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>CLI reference</title></head><body>'
-           f'{nav(pages, "cli_reference.html")}<main style="font-family:sans-serif;padding:1em">{cli_reference()}</main></body></html>')
-    (out/'cli_reference.html').write_text(ref, encoding='utf-8')
+    (out/'cli_reference.html').write_text(page_shell('CLI reference', nav(rows('cli_reference.html'), 'cli_reference.html'),
+                                                     cli_reference()), encoding='utf-8')
+    pages = sorted(out.glob('*.html'))
     print(f"docs: {len(pages)} pages in {out}")
-    return [out/p for p, _ in pages]
+    return pages
 
 
 if __name__ == '__main__':

@@ -7,8 +7,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/cli.html.md"""
 # %% auto #0
 __all__ = ['EXIT_CODES', 'cli', 'config_command', 'quickstart_command', 'sync_command', 'reproduce_command', 'diff_command',
            'drift_command', 'profile_command', 'quota_group', 'quota_usage_command', 'quota_estimate_command',
-           'quota_alerts_command', 'run_command', 'sweep_command', 'init_command', 'ui_command', 'server_command',
-           'main']
+           'quota_alerts_command', 'promote_command', 'approve_command', 'rollback_command', 'history_command',
+           'run_command', 'sweep_command', 'init_command', 'ui_command', 'server_command', 'main']
 
 # %% ../nbs/04_cli.ipynb #4be0a2a7
 import json, os, sys
@@ -35,6 +35,7 @@ Exit codes:
   12   `drift`, `profile`: unusable data or profile (empty, corrupt, unreadable)
   13   `drift`: the data drifted (see --fail-on)
   14   a quota budget is spent: the run was refused, or stopped at a limit (see `quota`)
+  15   `promote`, `rollback`: refused (a gate failed, an approval is missing, the alias moved)
   70   internal error: rerun with --debug and report the traceback
   130  interrupted (Ctrl-C)"""
 
@@ -251,6 +252,65 @@ def quota_alerts_command(retry, project_dir):
     items = pending(s)
     for it in items: click.echo(f"  {it['alert'].get('time')}  {it['channel'].split(':')[0]:<8} {it['alert'].get('kind'):<14} {it['alert'].get('message')}  ({it.get('attempts', 1)} attempt(s): {it.get('error')})")
     click.echo(f"{len(items)} alert(s) pending.")
+    return 0
+
+# %% ../nbs/04_cli.ipynb #c575a727
+_as_option = click.option('--as', 'as_', default=None, metavar='WHO', help="Who is acting [default: git user.name <user.email>, else user@host].")
+
+@cli.command('promote', epilog=EXIT_CODES)
+@click.argument('model')
+@click.option('--to', 'to', required=True, help="The alias to move, e.g. champion.")
+@click.option('--gate', 'gates', multiple=True, metavar='GATE', help="A gate on top of the alias's configured ones (repeatable): auc>=0.9, auc>=champion+0.01, drift, data.")
+@click.option('--approve', default=None, metavar='REASON', help="Approve this version for the alias as you promote it.")
+@click.option('--reason', default='', help="Why: recorded with the promotion.")
+@click.option('--expect', default=None, metavar='VERSION', help="Refuse unless the alias is at this version now (`none`: at no version).")
+@_as_option
+@click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
+@_project_dir
+def promote_command(model, to, gates, approve, reason, expect, as_, as_json, project_dir):
+    "Move alias --to to MODEL's version (MODEL, MODEL@VERSION, MODEL@ALIAS or MODEL@RUN_ID) if its gates pass."
+    from mlops_nb.promotion import promote
+    r = promote(model, to, gates=list(gates), approve=approve, reason=reason, as_=as_, expect=expect, settings=resolve_settings(project_dir=project_dir))
+    click.echo(json.dumps(r.to_json(), indent=1, default=str) if as_json else str(r))
+    return 0
+
+@cli.command('approve', epilog=EXIT_CODES)
+@click.argument('model')
+@click.option('--to', 'to', required=True, help="The alias the approval is for.")
+@click.option('--reason', required=True, help="Why: recorded with the approval.")
+@_as_option
+@_project_dir
+def approve_command(model, to, reason, as_, project_dir):
+    "Approve MODEL@VERSION for alias --to (promotions count distinct approvers)."
+    from mlops_nb.promotion import approve
+    rec = approve(model, to, reason, as_=as_, settings=resolve_settings(project_dir=project_dir))
+    click.echo(f"{rec.who} approved {rec.model} v{rec.to_version} for `{rec.alias}`.")
+    return 0
+
+@cli.command('rollback', epilog=EXIT_CODES)
+@click.argument('model')
+@click.option('--alias', default='champion', show_default=True, help="The alias to move back.")
+@click.option('--reason', default='', help="Why: recorded.")
+@_as_option
+@_project_dir
+def rollback_command(model, alias, reason, as_, project_dir):
+    "Point MODEL's --alias back at the version it held before its last promotion."
+    from mlops_nb.promotion import rollback
+    rec = rollback(model, alias, reason=reason, as_=as_, settings=resolve_settings(project_dir=project_dir))
+    click.echo(f"{rec.model}@{rec.alias}: v{rec.from_version} -> v{rec.to_version} (rolled back by {rec.who})")
+    return 0
+
+@cli.command('history', epilog=EXIT_CODES)
+@click.argument('model')
+@click.option('--alias', default=None, help="Only this alias.")
+@click.option('--json', 'as_json', is_flag=True, help="Print the records as JSON lines.")
+@_project_dir
+def history_command(model, alias, as_json, project_dir):
+    "Every promotion, approval, refusal and rollback of MODEL, oldest first."
+    from mlops_nb.promotion import history
+    recs = history(model, alias, settings=resolve_settings(project_dir=project_dir))
+    for r in recs: click.echo(r.to_json() if as_json else r.line())
+    if not as_json: click.echo(f"{len(recs)} record(s).")
     return 0
 
 # %% ../nbs/04_cli.ipynb #9ab4cc7c

@@ -150,7 +150,7 @@ def _read_pyproject(project_dir):
     return table, pp
 
 # %% ../nbs/01_config.ipynb #1b605c85
-SECTIONS = ('drift', 'quota')  # Sub-tables of `[tool.mlops_nb]` that a feature reads itself
+SECTIONS = ('drift', 'quota', 'promotion', 'serving')  # Sub-tables of `[tool.mlops_nb]` that a feature reads itself
 
 def project_section(name:str,  # One of `SECTIONS`
                     project_dir:str|Path|None=None):  # Default: found from the working directory

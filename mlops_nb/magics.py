@@ -75,6 +75,10 @@ def _parsers():
     p.add_argument('--estimate', metavar='NOTEBOOK', default=None, help="also estimate a planned run of NOTEBOOK")
     p.add_argument('--rows', type=int, default=None); p.add_argument('-p', '--param', action='append', type=_kv, default=[], metavar='NAME=VALUE')
     p.add_argument('--static', action='store_true', help="the table, without widgets")
+    p = sub.add_parser('promote', help="move an alias to a model version through its gates and approvals (as `mlops-nb promote`)")
+    p.add_argument('model', metavar='MODEL[@VERSION|@ALIAS|@RUN_ID]'); p.add_argument('--to', required=True)
+    p.add_argument('--gate', action='append', default=[]); p.add_argument('--approve', default=None, metavar='REASON')
+    p.add_argument('--reason', default=''); p.add_argument('--expect', default=None); p.add_argument('--as', dest='as_', default=None)
     p = sub.add_parser('sync', help="push everything journaled to the store now")
     p.add_argument('--timeout', type=float, default=60)
     return top
@@ -216,6 +220,14 @@ class MlopsMagics(Magics):
             except ImportError: print("(ipywidgets or plotly is not installed: showing the table; pip install \"mlops-nb[widgets]\")")
         from mlops_nb.drift import drift
         return drift(ref, cur, **kw)
+
+    def _promote(self, a, cell):
+        from mlops_nb import tracking as T
+        from mlops_nb.promotion import promote
+        t = T._State.tracker
+        if t: t.flush(30)  # a model registered in this notebook must be in the store first
+        return promote(a.model, a.to, gates=a.gate, approve=a.approve, reason=a.reason, expect=a.expect, as_=a.as_,
+                       settings=t.settings if t else None)
 
     def _quota(self, a, cell):
         from mlops_nb import tracking as T

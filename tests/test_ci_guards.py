@@ -117,6 +117,12 @@ def test_guard_refuses_a_dirty_tree(repo):
     assert r.returncode == 2 and 'uncommitted' in r.stdout
 
 
+def readme_command(name):
+    "The shell command of README's `<!-- readme-command: NAME -->` block, as CI runs it."
+    text = (REPO/'README.md').read_text()
+    return text.split(f'<!-- readme-command: {name} -->', 1)[1].split('```', 2)[1].split('\n', 1)[1].strip()
+
+
 def test_docs_build_offline_from_the_notebooks(tmp_path):
     out = tmp_path/'site'
     r = subprocess.run([sys.executable, str(REPO/'docs'/'build.py'), '--out', str(out)], capture_output=True, text=True, timeout=900)
@@ -125,7 +131,46 @@ def test_docs_build_offline_from_the_notebooks(tmp_path):
     assert {'index.html', 'errors.html', 'config.html', 'store.html', 'quickstart.html', 'cli.html', 'cli_reference.html'} <= pages
     config = (out/'config.html').read_text()
     assert 'resolve_settings' in config and 'Can the store be reached?' in config and '#| export' not in config and 'nbdev_export' not in config
-    assert 'mlops-nb quickstart' in (out/'cli_reference.html').read_text()
+    # The CLI reference is every command's --help.
+    ref = (out/'cli_reference.html').read_text()
+    assert all(f'<code>mlops-nb {c}</code>' in ref for c in ('quickstart', 'run', 'sweep', 'drift', 'quota', 'reproduce'))
+    assert 'Exit codes' in ref and '--force-quota' in ref
+    # Getting started gives the README's two commands, exactly as CI runs them, then the tutorial.
+    import html
+    start = html.unescape((out/'getting_started.html').read_text())
+    assert readme_command('main-job') in start and readme_command('tests') in start and 'href="tutorial.html"' in start
+    # One page per capability, each in the navigation of every page, with the screenshots that exist for it.
+    guides = ['guide_tracking.html', 'guide_reproduce.html', 'guide_pipelines.html', 'guide_drift_and_quota.html', 'guide_promotion.html']
+    assert set(guides) <= pages
+    for page in ['index.html', 'tutorial.html', 'drift.html', *guides]:
+        assert all(f'href="{g}"' in (out/page).read_text() for g in guides), page
+    shots = {'guide_tracking.html': ['magics_in_jupyterlab.png'],
+             'guide_drift_and_quota.html': ['drift_widget.png', 'drift_widget_strict_alpha.png', 'quota_widget.png']}
+    for page, pngs in shots.items():
+        for png in pngs:
+            assert f'src="screenshots/{png}"' in (out/page).read_text() and (out/'screenshots'/png).stat().st_size > 10_000
+    # The tutorial page is the executed notebook: its outputs are there.
+    tutorial = (out/'tutorial.html').read_text()
+    assert '%load_ext mlops_nb' in tutorial and "[&#39;mean radius&#39;]" in tutorial and 'DRIFT: 1 of 30 columns drift' in tutorial
+
+
+@pytest.mark.parametrize('edit, where, why', [
+    (('mlops-nb sweep notebooks/train.ipynb', 'mlops-nb sweeps notebooks/train.ipynb'), 'docs/guides/pipelines.md:',
+     '`mlops-nb sweeps`: no such command'),
+    (('--workers 2', '--parallel 2'), 'docs/guides/pipelines.md:', '`mlops-nb sweep` has no option `--parallel`'),
+    (('%mlops runs --last 5', '%mlops runs --limit 5'), 'docs/guides/tracking.md:', '`%mlops runs` has no option `--limit`'),
+    (('mn.register_candidate("churn")', 'mn.register("churn")'), 'docs/guides/promotion.md:', '`mn.register` does not exist'),
+    (('(guide_reproduce.html)', '(guide_reproducing.html)'), 'docs/guides/', 'a link to `guide_reproducing.html` leads nowhere (did you mean `guide_reproduce.html`'),
+    (('(screenshots/quota_widget.png)', '(screenshots/quota.png)'), 'docs/guides/drift_and_quota.md', 'a link to `screenshots/quota.png` leads nowhere'),
+])
+def test_docs_build_refuses_guides_that_no_longer_match_the_code(repo, edit, where, why):
+    "A renamed command, option, verb or function, or a moved page, fails the build where the guide shows it."
+    md = next(p for p in sorted((repo/'docs'/'guides').glob('*.md')) if edit[0] in p.read_text())
+    md.write_text(md.read_text().replace(edit[0], edit[1], 1))
+    r = subprocess.run([sys.executable, str(repo/'docs'/'build.py'), '--out', str(repo/'site'), '--no-execute'],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and where in r.stderr and why in r.stderr, r.stdout + r.stderr
+    assert not (repo/'site').exists()  # nothing is built from docs that do not match
 
 
 def test_docs_build_fails_on_a_broken_example(repo):
