@@ -8,7 +8,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/cli.html.md"""
 __all__ = ['EXIT_CODES', 'cli', 'config_command', 'quickstart_command', 'sync_command', 'reproduce_command', 'diff_command',
            'drift_command', 'profile_command', 'quota_group', 'quota_usage_command', 'quota_estimate_command',
            'quota_alerts_command', 'promote_command', 'approve_command', 'rollback_command', 'history_command',
-           'run_command', 'sweep_command', 'init_command', 'ui_command', 'server_command', 'main']
+           'serve_command', 'shadow_command', 'run_command', 'sweep_command', 'init_command', 'ui_command',
+           'server_command', 'main']
 
 # %% ../nbs/04_cli.ipynb #4be0a2a7
 import json, os, sys
@@ -36,6 +37,7 @@ Exit codes:
   13   `drift`: the data drifted (see --fail-on)
   14   a quota budget is spent: the run was refused, or stopped at a limit (see `quota`)
   15   `promote`, `rollback`: refused (a gate failed, an approval is missing, the alias moved)
+  16   `serve`, `shadow`: the service cannot start (no such model or version, port in use)
   70   internal error: rerun with --debug and report the traceback
   130  interrupted (Ctrl-C)"""
 
@@ -311,6 +313,55 @@ def history_command(model, alias, as_json, project_dir):
     recs = history(model, alias, settings=resolve_settings(project_dir=project_dir))
     for r in recs: click.echo(r.to_json() if as_json else r.line())
     if not as_json: click.echo(f"{len(recs)} record(s).")
+    return 0
+
+# %% ../nbs/04_cli.ipynb #2e75eb1b
+def _fractions(text):
+    if not text: return []
+    try: return [float(x) for x in str(text).split(',') if x.strip()]
+    except ValueError: raise click.BadParameter(f"{text!r} is not a comma-separated list of shares, e.g. 0.25,0.5,1") from None
+
+@cli.command('serve', epilog=EXIT_CODES)
+@click.argument('model')
+@click.option('--alias', default='champion', show_default=True, help="The live version: the one this alias points at.")
+@click.option('--host', default='127.0.0.1', show_default=True, help="Interface to listen on.")
+@click.option('--port', type=int, default=8000, show_default=True, help="Port (0: any free port).")
+@click.option('--canary', type=click.FloatRange(0, 1), default=None, help="Share of request keys for the challenger, e.g. 0.05.")
+@click.option('--challenger', default=None, metavar='VERSION', help="The canary's version, alias or run id [default: candidate].")
+@click.option('--ramp', default=None, metavar='SHARES', help="Later canary shares, one per clean guard window, e.g. 0.25,0.5,1.")
+@click.option('--guard-window', type=float, default=30.0, show_default=True, help="Seconds per guard window.")
+@click.option('--max-error-rate', type=float, default=0.02, show_default=True, help="Challenger errors per request that roll the canary back.")
+@click.option('--max-p95-ratio', type=float, default=2.0, show_default=True, help="Challenger p95 latency over the champion's that rolls it back.")
+@click.option('--promote-on-success', is_flag=True, help="Promote the challenger to --alias (through its gates) when the ramp completes.")
+@click.option('--shadow', default=None, metavar='VERSION', help="Also run this version (or alias) on every request; never returned.")
+@click.option('--standby', default=None, metavar='ALIAS', help="Blue/green: keep this version ready; POST /admin/switch swaps.")
+@click.option('--log-rows', type=int, default=1000, show_default=True, help="Rows per inference profile file.")
+@_project_dir
+def serve_command(model, alias, host, port, canary, challenger, ramp, guard_window, max_error_rate, max_p95_ratio,
+                  promote_on_success, shadow, standby, log_rows, project_dir):
+    "Serve MODEL over HTTP: /predict, /health, /metrics (Ctrl-C stops it)."
+    from mlops_nb.deploy import Guards
+    from mlops_nb.serving import serve
+    os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')
+    serve(model, alias, host, port, resolve_settings(project_dir=project_dir), canary=canary, challenger=challenger, ramp=_fractions(ramp),
+          guards=Guards(window_s=guard_window, max_error_rate=max_error_rate, max_p95_ratio=max_p95_ratio),
+          promote_on_success=promote_on_success, shadow=shadow, standby=standby, log_rows=log_rows)
+    return 0
+
+@cli.command('shadow', epilog=EXIT_CODES)
+@click.argument('model')
+@click.option('--challenger', required=True, metavar='VERSION', help="The version (or alias, or run id) to compare with the live one.")
+@click.option('--data', required=True, type=click.Path(dir_okay=False), help="A CSV or Parquet file of input rows.")
+@click.option('--alias', default='champion', show_default=True, help="The live version's alias.")
+@click.option('--batch-rows', type=int, default=100, show_default=True, help="Rows per model call.")
+@click.option('--json', 'as_json', is_flag=True, help="Print the comparison as JSON.")
+@_project_dir
+def shadow_command(model, challenger, data, alias, batch_rows, as_json, project_dir):
+    "Run MODEL@--alias and --challenger on the same rows: agreement, prediction drift, latency (a tracked run)."
+    from dataclasses import asdict
+    from mlops_nb.serving import shadow
+    r = shadow(model, challenger, data, alias, resolve_settings(project_dir=project_dir), batch_rows=batch_rows)
+    click.echo(json.dumps(asdict(r), indent=1) if as_json else str(r))
     return 0
 
 # %% ../nbs/04_cli.ipynb #9ab4cc7c

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .config import ConfigError, project_section
 from .errors import MlopsNbError, missing_dependency
-from .profiles import ColumnProfile, Profile, ProfileError, _as_float, load_profile, profile, read_profile
+from .profiles import ColumnProfile, Profile, ProfileError, _as_float, load_profile, merge_profiles, profile, read_profile
 
 # %% ../nbs/18_drift.ipynb #60cb8e85
 class DriftError(MlopsNbError):
@@ -305,13 +305,15 @@ def _side(x, name, like, cfg, settings):
             from mlops_nb.whylogs import read_whylogs
             return read_whylogs(p), None
         if p.is_file() and p.suffix == '.json': return read_profile(p), None
+        if p.is_dir() and (profs := sorted(p.rglob('*.profile.json'))):  # a folder of profiles: the service's inference logs
+            return merge_profiles(*[read_profile(f) for f in profs]), None
         if p.exists():
             prof = profile(p, name=name, like=like, kll_k=cfg.kll_k)
             if prof.rows == 0: raise DriftError(f"The {name} data {s!r} is empty (0 rows).", fix=f"Pass a file with the {name} rows.")
             return prof, None
         if re.fullmatch(r'[0-9a-f]{32}', s): return load_profile(s, settings=settings), None
         raise DriftError(f"The {name} {s!r} is neither a file nor a run id.",
-                         fix="Pass a DataFrame, a profile (.json), a whylogs profile (.bin), a Parquet/CSV file, or a run id.")
+                         fix="Pass a DataFrame, a profile (.json) or a folder of them, a whylogs profile (.bin), a Parquet/CSV file, or a run id.")
     raise DriftError(f"Cannot compare a {type(x).__name__} ({name}).", fix="Pass a DataFrame, a Profile, a file path or a run id.")
 
 # %% ../nbs/18_drift.ipynb #5eaf882c
