@@ -100,3 +100,13 @@ def test_diff_shows_what_differs_between_two_runs(ip, capsys):
     assert '[params]' in out and '[metrics]' in out and 'lr' in out and '0.1' in out and '0.2' in out
     assert '[packages]' not in out and '[seeds]' not in out  # same process, same seed: nothing to say there
     with pytest.raises(UsageError, match="No run 'nope'"): ip.run_line_magic('mlops', f'diff nope {ids[0].run_id}')
+
+
+def test_promote_moves_an_alias_through_its_gates_and_refuses_with_the_table(ip):
+    from test_promotion import _versions, _alias
+    c, _ = _versions(resolve_settings().project_dir, [0.90, 0.88])
+    res = ip.run_line_magic('mlops', 'promote churn@1 --to champion --as ana --reason "first"')
+    assert (res.version, res.from_version, res.record.who) == (1, None, 'ana') and _alias(c) == 1
+    with pytest.raises(UsageError) as e: ip.run_line_magic('mlops', 'promote churn@2 --to champion --gate auc>=champion')
+    assert 'refused: 1 of 1 gates failed' in str(e.value) and 'auc>=champion' in str(e.value) and _alias(c) == 1
+    with pytest.raises(UsageError, match='the following arguments are required: --to'): ip.run_line_magic('mlops', 'promote churn@2')
