@@ -27,7 +27,7 @@ def to_challenger(key:str, fraction:float, salt:str='') -> bool:
     "Whether the request with `key` goes to the challenger at `fraction`."
     return fraction > 0 and canary_bucket(key, salt) < fraction
 
-# %% ../nbs/25_deploy.ipynb #38bd127d
+# %% ../nbs/25_deploy.ipynb #050bbddd
 @dataclass
 class Guards:
     "Limits on a canary, judged once per window."
@@ -51,7 +51,7 @@ class VariantStats:
 
     def add(self, ok:bool, latency_ms:float, predictions=()):
         self.requests += 1; self.errors += (not ok); self.latencies_ms.append(latency_ms)
-        if ok: self.predictions.extend(predictions)
+        if ok and len(self.predictions) < 5000: self.predictions.extend(predictions)  # enough to judge, bounded to judge fast
 
     @property
     def p95(self): return float(np.percentile(self.latencies_ms, 95)) if self.latencies_ms else None
@@ -106,7 +106,7 @@ def judge_window(champion:VariantStats, challenger:VariantStats, guards:Guards, 
             if drifted: out.append(f"predictions drift from the champion's: {detail}")
     return out
 
-# %% ../nbs/25_deploy.ipynb #f8434d00
+# %% ../nbs/25_deploy.ipynb #3cc16eb4
 class CanaryController:
     "Fraction, ramp and guards of a canary; thread-safe."
     def __init__(self, fraction:float,  # Share of requests for the challenger at the start
@@ -140,18 +140,23 @@ class CanaryController:
                 if breaches: return self._roll_back(breaches)
 
     def tick(self):
-        "Close the window if its time is up: roll back, step up, or carry on."
+        "Close the window if its time is up: roll back, step up, or carry on. The judging runs outside the lock."
         with self.lock:
             if self.status != 'running' or self.clock() - self.window_start < self.guards.window_s: return
-            breaches = judge_window(self.champion, self.challenger, self.guards)
+            if self.challenger.requests < self.guards.min_requests and not self.challenger.errors: return  # too little traffic: extend
+            champion, challenger = self.champion, self.challenger
+            self._new_window()
+        breaches = judge_window(champion, challenger, self.guards)  # requests go on meanwhile, into the next window
+        with self.lock:
+            if self.status != 'running': return
             if breaches: return self._roll_back(breaches)
-            if self.challenger.requests < self.guards.min_requests: return  # too little traffic: extend the window
-            self.history.append(dict(fraction=self.fraction, requests=self.challenger.requests, errors=self.challenger.errors))
+            if challenger.requests < self.guards.min_requests: return
+            self.history.append(dict(fraction=self.fraction, requests=challenger.requests, errors=challenger.errors))
             if self.steps:
                 self.fraction = self.steps.pop(0); self._event('step', f"challenger share {self.fraction:.0%}")
+                self._new_window()  # the next window is judged at the new share only
             elif self.fraction >= 1:
                 self.status = 'complete'; self._event('complete', "every step passed its guards")
-            self._new_window()
 
     def _roll_back(self, breaches):
         self.fraction, self.status, self.reason = 0.0, 'rolled_back', '; '.join(breaches)
