@@ -50,9 +50,8 @@ def drift_config(project_dir=None,  # Default: found from the working directory
     for source, d in ((src, table), ('argument', {k: v for k, v in overrides.items() if v is not None})):
         for k, v in d.items():
             if k not in known:
-                import difflib
-                close = difflib.get_close_matches(k, known, n=1)
-                raise ConfigError(f"Unknown drift setting `{k}` = {v!r} (from {source}).{f' Did you mean `{close[0]}`?' if close else ''}",
+                from mlops_nb.config import _suggest
+                raise ConfigError(f"Unknown drift setting `{k}` = {v!r} (from {source}).{_suggest(k, known)}",
                                   fix=f"Use one of: {', '.join(known)}.")
             values[k] = _check(k, v, known[k].type, source)
     return DriftConfig(**values)

@@ -65,9 +65,8 @@ def _budget(table, where):
     known = {f.name for f in fields(Budget)}; out = {}
     for k, v in table.items():
         if k not in known:
-            import difflib
-            close = difflib.get_close_matches(k, known, n=1)
-            raise ConfigError(f"Unknown quota key `{k}` = {v!r} (from {where}).{f' Did you mean `{close[0]}`?' if close else ''}",
+            from mlops_nb.config import _suggest
+            raise ConfigError(f"Unknown quota key `{k}` = {v!r} (from {where}).{_suggest(k, known)}",
                               fix=f"Use one of: {', '.join(sorted(known))}.")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
             raise ConfigError(f"Quota `{k}` = {v!r} (from {where}) is not a positive number.", fix=f"Set `{k}` to a number above 0, or remove it.")
