@@ -309,7 +309,8 @@ def _rel(path, root):
 def capture_context(settings,  # Resolved settings (`project_dir`, `env_allowlist`, `redact_secrets`)
                     notebook:str|Path|None=None,  # The notebook or script the run comes from
                     user_ns:dict|None=None,  # The kernel namespace
-                    env:dict|None=None):  # Default `os.environ`
+                    env:dict|None=None,  # Default `os.environ`
+                    papermill:dict|None=None):  # `papermill_parameters(user_ns)`, if already read
     "`(context, files)`: the run's context as a JSON-ready dict, and `{relative name: bytes}` of untracked files kept."
     t0, redact = time.perf_counter(), settings.redact_secrets
     env = dict(os.environ if env is None else env)
@@ -332,7 +333,7 @@ def capture_context(settings,  # Resolved settings (`project_dir`, `env_allowlis
                environment=capture_environment(settings.env_allowlist, env, redact),
                command=dict(argv=redact_argv(sys.argv, env) if redact else list(sys.argv), cwd=os.getcwd(),
                             parent=(redact_argv(_cmdline(ppid) or [], env) if redact else _cmdline(ppid))),
-               params=dict(papermill=papermill_parameters(user_ns)), seeds=dict(seed=_Seeds.value, frameworks=_Seeds.frameworks),
+               params=dict(papermill=papermill_parameters(user_ns) if papermill is None else papermill), seeds=dict(seed=_Seeds.value, frameworks=_Seeds.frameworks),
                data={})
     if redact: ctx['params']['papermill'] = {k: _redact_param(k, v, env) for k, v in ctx['params']['papermill'].items()}
     ctx['capture_seconds'] = round(time.perf_counter() - t0, 4)
@@ -373,6 +374,10 @@ class RunCapture:
     "The context of one run: captured in a background thread at start, completed and journaled by `finish()`."
     def __init__(self, run, user_ns:dict|None=None, dest:str='context'):  # An `ActiveRun`; the kernel namespace; artifact folder
         self.run, self.user_ns, self.dest = run, user_ns, dest
+        # Read here, on the caller's thread: `ast.parse` on a background thread while IPython formats a traceback (it
+        # parses too) can crash CPython 3.11's AST conversion ("AST constructor recursion depth mismatch"), and the
+        # kernel then reports an error without its name or message.
+        self.papermill = papermill_parameters(user_ns)
         self.context, self.files, self.error, self.data = None, {}, None, {}
         self.stage = Path(run.tracker.journal.folder)/f"{run.tracker.journal.name}-{run.rid}"
         self._thread = threading.Thread(target=self._capture, name='mlops-nb-capture', daemon=True)
@@ -382,7 +387,7 @@ class RunCapture:
     def _capture(self):
         from mlops_nb import tracking
         try:
-            self.context, self.files = capture_context(self.run.tracker.settings, self.run.notebook, self.user_ns)
+            self.context, self.files = capture_context(self.run.tracker.settings, self.run.notebook, self.user_ns, papermill=self.papermill)
             for k, v in context_tags(self.context).items(): tracking.set_tag(k, v, run=self.run)
             self._journal('start')
         except Exception as e:  # capture must never break tracking: say so on the run instead
