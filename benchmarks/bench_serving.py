@@ -1,64 +1,107 @@
 """The scoring service under load on loopback, against MLflow's own scoring server; the canary split; a rollback.
 
-    python benchmarks/bench_serving.py              # 60 s load per server, 10,000 canary keys
-    python benchmarks/bench_serving.py --quick      # 15 s load, 2,000 canary keys
+    python benchmarks/bench_serving.py              # 60 s of load, 10,000 canary keys, 3 rollbacks: ~4 minutes
+    python benchmarks/bench_serving.py --quick      # 15 s of load, 2,000 canary keys, 1 rollback: ~2 minutes
+    python benchmarks/bench_serving.py [--seconds 60] [--rate 200] [--keys 10000] [--rollbacks 3] [--skip-peer]
 
-Setup     a temporary project: LightGBM (100 trees) trained on scikit-learn's breast-cancer data and registered as
-          `churn` v1 (promoted to `champion`), a second LightGBM as v2, and v3, a pyfunc that raises on every call (a
-          challenger whose feature service is down).
-Load      an open-loop generator in its own process (asyncio + httpx): one single-row request every 5 ms (200/s), each
-          scheduled in advance, so a slow server cannot slow the generator down; latency counts from the scheduled
-          send time (queueing included: no coordinated omission). Errors: any status but 200, or no answer in 10 s.
+Setup     a temporary project: LightGBM (100 trees) trained on scikit-learn's breast-cancer data (30 float columns) and
+          registered as `churn` v1 (promoted to `champion`), a second LightGBM as v2, and v3, a pyfunc that raises on
+          every call (a challenger whose feature service is down). Nothing is left behind: the project, the servers'
+          logs and the load generator's results live in one temp folder, and every server is stopped with SIGINT.
+Load      an open-loop generator in its own process (asyncio + httpx, a pool of 64 connections): one single-row request
+          (a real feature row, 500 distinct ones in turn) every 5 ms (200/s), each scheduled in advance, so a slow
+          server cannot slow the generator down; latency counts from the scheduled send time (queueing included: no
+          coordinated omission); a request unanswered 10 s after its time is an error (a timeout). The generator's own
+          lateness (actual send - scheduled) is reported so that its share of a bad figure shows.
           Ours: `mlops-nb serve churn` (POST /predict, inputs checked against the signature, metrics, inference
-          profiles). The peer: `mlflow models serve -m models:/churn/1 --env-manager local` (POST /invocations), the
-          same model and rows. Targets: 200 requests/s sustained with 0 errors; p99 reported, with the ratio to MLflow's.
-Canary    `mlops-nb serve churn --canary 0.05 --challenger 2`; one request per distinct key; the challenger's share from
-          the answers' `variant`. Target: within +-1 percentage point of 5 %.
-Rollback  `mlops-nb serve churn --canary 0.2 --challenger 3 --guard-window 10` under 100 requests/s; the time from the
-          first request to /health saying `rolled_back`. Target: within one guard window (10 s), 0 errors to callers.
-The load generator, the server and MLflow share this machine's cores (2 here): figures are for loopback on one box.
+          profiles), `--seconds` at `--rate`, after 200 warm-up requests at 50/s (reported apart: the first requests
+          after /health answers). The peer: `mlflow models serve -m
+          models:/churn/1 --env-manager local` (POST /invocations with `dataframe_records`), the same model and rows,
+          at the same rate for at most 15 s (a server that falls behind shows it by then), and both at 50/s for 15 s, a
+          load both sustain, for a latency ratio that is not a ratio to timeouts. Also each server's capacity:
+          closed loop, 8 connections back to back for 5 s. MLflow's server runs as shipped (one uvicorn worker, an
+          access-log line per request, written to a file here: an unread pipe would stall it).
+          Target: `--rate` sustained with 0 errors; p50/p95/p99 reported, with the ratio to MLflow's.
+Canary    `mlops-nb serve churn --canary 0.05 --challenger 2`; after the same warm-up, `--keys` requests at `--rate`,
+          each with a distinct `X-Request-Key` (`key-0`, `key-1`, ...); the challenger's share from the answers'
+          `variant`, and per key whether the service routed it as `mlops_nb.deploy.to_challenger` assigns it.
+          Target: within +-1 percentage point of 5 %.
+Rollback  `mlops-nb serve churn --canary 0.2 --challenger 3 --guard-window 10` under 100 requests/s, `--rollbacks`
+          times (a fresh server each): the time from the first request routed to the challenger (and from the first
+          request) to the rollback, from the server's own event time in /health (cross-checked by polling /health every
+          50 ms). Target: within one guard window (10 s), and 0 errors to callers (the champion answers for a
+          challenger that raises).
+Figures are medians where repeated. The generator, the servers and anything else running share this machine's cores
+(2 here): the CPU each used during each load is printed, with what the rest of the machine used meanwhile.
 """
-import argparse, json, os, signal, socket, subprocess, sys, tempfile, textwrap, threading, time
+import argparse, json, os, re, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+from collections import Counter
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+DEADLINE = 10.0  # seconds after its scheduled time that a request counts as failed
 
 GENERATOR = r'''
-import asyncio, json, sys, time
+import asyncio, json, os, sys, time
 import httpx
 cfg = json.loads(sys.argv[1])
 rows = json.load(open(cfg['rows']))
+N, RATE, DEADLINE, PEER = cfg['requests'], cfg['rate'], cfg['deadline'], cfg['peer']
+bodies = [json.dumps({'dataframe_records': [r]} if PEER else {'rows': [r]}).encode() for r in rows]
+late, lat, status, variant, version = ([None]*N for _ in range(5))
+
+async def post(client, i):
+    return await client.post(cfg['path'], content=bodies[i % len(bodies)],
+                             headers={'content-type': 'application/json', 'x-request-key': f"{cfg['key_prefix']}{i}"})
+
+async def one(client, i, due):
+    late[i] = (time.perf_counter() - due) * 1000
+    try:
+        r = await asyncio.wait_for(post(client, i), DEADLINE - (time.perf_counter() - due))
+        status[i] = str(r.status_code)
+        if r.status_code == 200 and not PEER:
+            j = r.json(); variant[i], version[i] = j.get('variant'), j.get('version')
+    except asyncio.TimeoutError: status[i] = 'timeout'
+    except Exception as e: status[i] = type(e).__name__
+    lat[i] = (time.perf_counter() - due) * 1000
+
+async def closed(client, seconds, conns):
+    done, t_end = [], time.perf_counter() + seconds
+    async def worker(w):
+        i = w
+        while time.perf_counter() < t_end:
+            t = time.perf_counter()
+            try: ok = (await post(client, i)).status_code == 200
+            except Exception: ok = False
+            done.append((ok, (time.perf_counter() - t) * 1000)); i += conns
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(conns)))
+    return dict(requests=len(done), ok=sum(o for o, _ in done), seconds=time.perf_counter() - t0,
+                p50=sorted(l for _, l in done)[len(done) // 2] if done else None)
+
 async def main():
-    lat, errors, variants, versions, kinds = [], 0, {}, {}, {}
-    limits = httpx.Limits(max_connections=cfg.get('connections', 64), max_keepalive_connections=cfg.get('connections', 64))
-    async with httpx.AsyncClient(base_url=cfg['url'], timeout=10, limits=limits) as client:
-        async def one(i, due):
-            nonlocal errors
-            row = rows[i % len(rows)]
-            body = {'dataframe_records': [row]} if cfg['peer'] else {'rows': [row]}
-            try:
-                r = await client.post(cfg['path'], json=body, headers={'X-Request-Key': f"key-{i}"})
-                ok = r.status_code == 200
-                if not ok: kinds[str(r.status_code)] = kinds.get(str(r.status_code), 0) + 1
-                if ok and not cfg['peer']:
-                    j = r.json(); variants[j['variant']] = variants.get(j['variant'], 0) + 1; versions[j['version']] = versions.get(j['version'], 0) + 1
-            except Exception as e:
-                ok = False; kinds[type(e).__name__] = kinds.get(type(e).__name__, 0) + 1
-            lat.append((time.perf_counter() - due) * 1000)
-            if not ok: errors += 1
-        n, t0 = cfg['requests'], time.perf_counter() + 0.2
-        tasks = []
-        for i in range(n):
-            due = t0 + i / cfg['rate']
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(i, due)))
+    # idle connections dropped after 2 s, before uvicorn's 5 s keep-alive closes them under a request (both servers use uvicorn)
+    limits = httpx.Limits(max_connections=cfg['connections'], max_keepalive_connections=cfg['connections'], keepalive_expiry=2.0)
+    async with httpx.AsyncClient(base_url=cfg['url'], timeout=DEADLINE + 5, limits=limits) as client:
+        if cfg.get('closed'):
+            out = await closed(client, cfg['closed'], cfg['connections'])
+            out['cpu'] = time.process_time(); return out
+        t0 = time.perf_counter() + 0.2
+        e0 = time.time() - time.perf_counter() + t0  # t0 on the wall clock, to line up with the server's event times
+        tasks, stop = [], cfg.get('stop_file')
+        for i in range(N):
+            due = t0 + i / RATE
+            d = due - time.perf_counter()
+            if d > 0: await asyncio.sleep(d)
+            if stop and i % 20 == 0 and os.path.exists(stop): break
+            tasks.append(asyncio.create_task(one(client, i, due)))
         await asyncio.gather(*tasks)
-        took = time.perf_counter() - t0
-    lat.sort()
-    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
-    print(json.dumps(dict(requests=n, errors=errors, seconds=took, rate=n / took, p50=q(0.50), p95=q(0.95), p99=q(0.99),
-                          max=lat[-1], variants=variants, versions=versions, error_kinds=kinds)))
-asyncio.run(main())
+        end = time.perf_counter()
+    n = len(tasks)
+    return dict(t0_epoch=e0, sent=n, rate=RATE, span=end - t0, late=late[:n], lat=lat[:n], status=status[:n],
+                variant=variant[:n], version=version[:n], cpu=time.process_time())
+
+json.dump(asyncio.run(main()), open(cfg['out'], 'w'))
 '''
 
 FAILING_MODEL = '''
@@ -73,6 +116,10 @@ mlflow.models.set_model(Failing())
 '''
 
 
+def note(msg): print(f"  .. {msg}", file=sys.stderr, flush=True)
+def median(xs): return statistics.median(xs)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -85,8 +132,10 @@ def setup(proj: Path):
     from mlflow.models import infer_signature
     from sklearn.datasets import load_breast_cancer
     import mlops_nb as mn
+    from mlops_nb import tracking
     from mlops_nb.config import resolve_settings
     from mlops_nb.store import open_client
+    import warnings; warnings.filterwarnings('ignore', category=UserWarning)  # MLflow's hints (integer outputs, type hints)
     s = resolve_settings(project_dir=proj, env={})
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     for seed, leaves in ((1, 31), (2, 15)):
@@ -99,129 +148,309 @@ def setup(proj: Path):
     mlflow.pyfunc.save_model(str(proj/'failing'), python_model=str(proj/'failing_model.py'), signature=infer_signature(X.head(5)))
     run = c.create_run(c.get_experiment_by_name('bench').experiment_id, run_name='failing')
     c.log_artifacts(run.info.run_id, str(proj/'failing'), 'model'); c.set_terminated(run.info.run_id)
-    c.create_model_version('churn', run.info.artifact_uri + '/model', run_id=run.info.run_id)
+    v = c.create_model_version('churn', run.info.artifact_uri + '/model', run_id=run.info.run_id).version
     mn.promote('churn@1', 'champion', settings=s, as_='bench')
-    from mlops_nb import tracking
     tracking.sync(60)
+    versions = sorted(int(m.version) for m in c.search_model_versions("name = 'churn'"))
+    if versions != [1, 2, 3] or str(v) != '3': raise SystemExit(f"FAILED: setup registered versions {versions}")
     (proj/'rows.json').write_text(json.dumps(X.sample(500, random_state=0).to_dict(orient='records')))
     return s
 
 
+def tree_cpu(pid):
+    "CPU seconds (user + system) of process `pid` and its children."
+    import psutil
+    try:
+        ps = [psutil.Process(pid)]; ps += ps[0].children(recursive=True)
+    except psutil.NoSuchProcess: return 0.0
+    tot = 0.0
+    for p in ps:
+        try: t = p.cpu_times(); tot += t.user + t.system
+        except psutil.NoSuchProcess: pass
+    return tot
+
+
+def machine_busy():
+    "(busy, stolen): CPU seconds the whole machine has spent busy (all cores), and stolen by the hypervisor, from /proc/stat."
+    f = [int(x) for x in open('/proc/stat').readline().split()[1:]]
+    hz = os.sysconf('SC_CLK_TCK')
+    return (sum(f[:7]) - f[3] - f[4]) / hz, f[7] / hz
+
+
 class Server:
-    def __init__(self, args, proj, env, health='/health'):
-        self.port = free_port()
-        self.p = subprocess.Popen([a.replace('{port}', str(self.port)) for a in args], cwd=proj, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    "A server process in its own session, its output to a log file; ready once `health` answers 200."
+    def __init__(self, args, proj, env, log, health='/health'):
         import httpx
-        self.url, t0 = f'http://127.0.0.1:{self.port}', time.time()
-        while time.time() - t0 < 180:
-            if self.p.poll() is not None: raise RuntimeError(f"{args[0]} exited {self.p.returncode}: {self.p.stdout.read()[-2000:]}")
+        self.port, self.log = free_port(), Path(log)
+        self.args = [a.replace('{port}', str(self.port)) for a in args]
+        t0 = time.perf_counter()
+        with open(self.log, 'w') as out:
+            self.p = subprocess.Popen(self.args, cwd=proj, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        self.url = f'http://127.0.0.1:{self.port}'
+        while time.perf_counter() - t0 < 180:
+            if self.p.poll() is not None:
+                raise RuntimeError(f"{' '.join(self.args[:3])} exited {self.p.returncode}: {self.log.read_text()[-1500:]}")
             try:
-                if httpx.get(self.url + health, timeout=2).status_code == 200: return
+                if httpx.get(self.url + health, timeout=2).status_code == 200: break
             except httpx.TransportError: pass
-            time.sleep(0.3)
-        self.stop(); raise RuntimeError(f"{' '.join(args)} did not come up in 180 s")
+            time.sleep(0.2)
+        else:
+            self.stop(); raise RuntimeError(f"{' '.join(self.args[:3])} did not come up in 180 s: {self.log.read_text()[-1500:]}")
+        self.ready_s = time.perf_counter() - t0
+
+    def cpu(self): return tree_cpu(self.p.pid)
 
     def stop(self):
+        "SIGINT to the process group (as Ctrl-C would); its exit code (SIGKILL after 60 s: -9)."
+        t0 = time.perf_counter()
         if self.p.poll() is None:
             os.killpg(self.p.pid, signal.SIGINT)
             try: self.p.wait(60)
             except subprocess.TimeoutExpired: os.killpg(self.p.pid, signal.SIGKILL); self.p.wait()
-        return self.p.stdout.read()
+        try: os.killpg(self.p.pid, 0); os.killpg(self.p.pid, signal.SIGKILL)  # nothing of its group may outlive it
+        except ProcessLookupError: pass
+        self.rc, self.stop_s = self.p.returncode, time.perf_counter() - t0
+        lines = self.log.read_text(errors='replace').splitlines()
+        self.problems = Counter([l[:160] for l in lines if re.match(r'(ERROR|WARNING|[\w.]+(Error|Exception|Disconnect|Group)\b)', l)
+                                 and 'UserWarning' not in l])  # error lines, and the exception ending each traceback
+        return self.rc
 
 
-def load(url, path, proj, rate, requests, peer=False):
-    cfg = dict(url=url, path=path, rows=str(proj/'rows.json'), rate=rate, requests=requests, peer=peer)
-    r = subprocess.run([sys.executable, '-c', GENERATOR, json.dumps(cfg)], capture_output=True, text=True, timeout=requests/rate + 600)
-    if r.returncode: raise RuntimeError(r.stderr[-2000:])
-    return json.loads(r.stdout.strip().splitlines()[-1])
+class Load:
+    "Runs the generator against a server; what each side (and the rest of the machine) used of the CPU meanwhile."
+    def __init__(self, root):
+        self.root, self.k = Path(root), 0
+
+    def __call__(self, srv, path, rate, requests, peer=False, key_prefix='req-', stop_file=None, closed=None):
+        self.k += 1; out = self.root/f'load-{self.k}.json'
+        cfg = dict(url=srv.url, path=path, rows=str(self.root/'proj'/'rows.json'), rate=rate, requests=requests, peer=peer,
+                   deadline=DEADLINE, connections=8 if closed else 64, key_prefix=key_prefix, out=str(out),
+                   stop_file=stop_file and str(stop_file), closed=closed)
+        s0, m0, w0 = srv.cpu(), machine_busy(), time.perf_counter()
+        r = subprocess.run([sys.executable, '-c', GENERATOR, json.dumps(cfg)], capture_output=True, text=True,
+                           timeout=(closed or requests / rate) + DEADLINE + 120)
+        m1 = machine_busy()
+        wall, server_cpu, busy, stolen = time.perf_counter() - w0, srv.cpu() - s0, m1[0] - m0[0], m1[1] - m0[1]
+        if r.returncode: raise RuntimeError(f"the load generator failed: {r.stderr[-2000:]}")
+        res = json.loads(out.read_text()); out.unlink()
+        res['cpu_use'] = dict(server=server_cpu / wall, generator=res['cpu'] / wall,
+                              other=max(0.0, busy - server_cpu - res['cpu']) / wall, stolen=stolen / wall)
+        return res
 
 
-def line(name, m):
-    return (f"  {name:<22} {m['rate']:6.1f} req/s  errors {m['errors']:>4}  p50 {m['p50']:6.2f} ms  p95 {m['p95']:6.2f} ms  "
-            f"p99 {m['p99']:7.2f} ms  max {m['max']:7.1f} ms" + (f"  ({', '.join(f'{k}: {v}' for k, v in m['error_kinds'].items())})" if m['error_kinds'] else ''))
+def stats(res, window_s):
+    "Rates, errors by kind, latency quantiles (from the scheduled time; errors included), per-window p99s."
+    n, lat = res['sent'], res['lat']
+    ok = sum(s == '200' for s in res['status'])
+    srt = sorted(lat)
+    q = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))]
+    per = int(res['rate'] * window_s)
+    wins = [q(sorted(lat[i:i + per]), 0.99) for i in range(0, n, per) if len(lat[i:i + per]) >= per // 2]
+    return dict(sent=n, ok=ok, errors=n - ok, kinds=dict(Counter(s for s in res['status'] if s != '200')),
+                offered=res['rate'], achieved=ok / res['span'], p50=q(srt, 0.50), p95=q(srt, 0.95), p99=q(srt, 0.99),
+                max=srt[-1], windows=wins, window_s=window_s, late_p99=q(sorted(res['late']), 0.99), late_max=max(res['late']),
+                cpu=res['cpu_use'])
+
+
+def ms(x):
+    return f"{x/1000:.1f} s" if x >= 1000 else f"{x:.1f} ms" if x >= 10 else f"{x:.2f} ms"
+
+
+def show(name, m, windows=True):
+    errs = f"{m['errors']:,}" + (f" ({', '.join(f'{k}: {v:,}' for k, v in sorted(m['kinds'].items()))})" if m['kinds'] else '')
+    print(f"  {name:<34}{m['offered']:>5g}/s -> {m['achieved']:6.1f}/s ok   errors {errs:<8}  p50 {ms(m['p50']):>8}  "
+          f"p95 {ms(m['p95']):>8}  p99 {ms(m['p99']):>8}  max {ms(m['max']):>8}")
+    c = m['cpu']
+    extra = f"p99 by {m['window_s']:g} s window: {', '.join(ms(x) for x in m['windows'])}; " if windows and len(m['windows']) > 1 else ''
+    print(f"  {'':<34}{extra}generator late p99 {ms(m['late_p99'])} (max {ms(m['late_max'])}); "
+          f"CPU in cores: server {c['server']:.2f}, generator {c['generator']:.2f}, rest of the machine {c['other']:.2f}"
+          + (f", stolen by the hypervisor {c['stolen']:.2f}" if c['stolen'] >= 0.01 else ''))
+
+
+def pct(x): return f"{x:.2%}"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--quick', action='store_true', help="15 s of load per server, 2,000 canary keys")
-    ap.add_argument('--seconds', type=float, default=None, help="Seconds of load per server [60; --quick 15]")
-    ap.add_argument('--rate', type=float, default=200.0, help="Requests per second [200]")
-    ap.add_argument('--keys', type=int, default=None, help="Canary keys [10000; --quick 2000]")
+    ap.add_argument('--quick', action='store_true', help="15 s of load, 2,000 canary keys, 1 rollback")
+    ap.add_argument('--seconds', type=float, default=None, help="seconds of load on our server [60; --quick 15]")
+    ap.add_argument('--rate', type=float, default=200.0, help="requests per second [200]")
+    ap.add_argument('--keys', type=int, default=None, help="canary keys, one request each [10000; --quick 2000]")
+    ap.add_argument('--rollbacks', type=int, default=None, help="rollback repetitions [3; --quick 1]")
+    ap.add_argument('--skip-peer', action='store_true', help="do not measure MLflow's scoring server")
     a = ap.parse_args()
-    seconds, keys = a.seconds or (15 if a.quick else 60), a.keys or (2000 if a.quick else 10_000)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(('MLOPS_NB_', 'MLFLOW_'))} | {'MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR': 'false',
-                                                                                           'PATH': f"{BIN}:{os.environ['PATH']}"}
+    seconds = a.seconds or (15.0 if a.quick else 60.0)
+    keys, reps = a.keys or (2000 if a.quick else 10_000), a.rollbacks or (1 if a.quick else 3)
+    t_all, load0 = time.perf_counter(), os.getloadavg()
+    import platform, importlib.metadata as md
+    versions = ', '.join(f"{p} {md.version(p)}" for p in ('mlflow', 'lightgbm', 'uvicorn', 'starlette', 'httpx'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('MLOPS_NB_', 'MLFLOW_'))} | {
+        'MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR': 'false', 'PATH': f"{BIN}:{os.environ['PATH']}", 'PYTHONUNBUFFERED': '1'}
     with tempfile.TemporaryDirectory(prefix='bench-serving-') as d:
-        proj = Path(d)/'proj'; proj.mkdir()
-        print("setting up: two LightGBM versions and a failing one in a fresh store ...", flush=True)
-        s = setup(proj)
+        root = Path(d); proj = root/'proj'; proj.mkdir()
+        env['TMPDIR'] = str(root/'tmp'); (root/'tmp').mkdir()  # the servers' model downloads: gone with the folder
+        note("setup: two LightGBM versions and a failing one in a fresh store")
+        t = time.perf_counter(); s = setup(proj); setup_s = time.perf_counter() - t
         serve = [str(BIN/'mlops-nb'), 'serve', 'churn', '--port', '{port}']
-        n = int(seconds * a.rate)
+        load, k = Load(root), [0]
+        def start(args, **kw):
+            k[0] += 1; return Server(args, proj, env | kw.pop('env', {}), root/f'server-{k[0]}.log', **kw)
+        n, low, n_low = int(seconds * a.rate), 50.0, int(min(seconds, 15) * 50)
+        peer_s = min(seconds, 15.0)
+        rcs, ready = {}, {}
 
-        print(f"\nLoad: {a.rate:g} single-row requests/s for {seconds:g} s ({n:,} requests), open loop, one process each side")
-        low, n_low = 50.0, int(min(seconds, 15) * 50)
-        srv = Server(serve, proj, env)
+        note(f"ours: warm-up, {seconds:g} s at {a.rate:g}/s, {n_low // 50} s at 50/s, 5 s closed loop")
+        srv = start(serve); ready['ours'] = srv.ready_s
         try:
-            load(srv.url, '/predict', proj, 50.0, 200)  # warm-up, not counted (both servers get one)
-            ours, ours_low = load(srv.url, '/predict', proj, a.rate, n), load(srv.url, '/predict', proj, low, n_low)
-        finally: srv.stop()
-        peer = peer_low = None
-        try:
-            srv = Server([str(BIN/'mlflow'), 'models', 'serve', '-m', 'models:/churn/1', '--env-manager', 'local', '-w', '1',
-                          '-h', '127.0.0.1', '-p', '{port}'], proj, env | {'MLFLOW_TRACKING_URI': s.tracking_uri}, health='/ping')
+            warm = {'ours': stats(load(srv, '/predict', 50.0, 200, key_prefix='warm-'), 5)}  # warm-up, apart (the peer gets one too)
+            ours = stats(load(srv, '/predict', a.rate, n), 15 if seconds >= 30 else 5)
+            ours_low = stats(load(srv, '/predict', low, n_low), 5)
+            ours_cap = load(srv, '/predict', 0, 0, closed=5.0)
+        finally: srv.stop(); rcs['mlops-nb serve'] = srv
+
+        peer = peer_low = peer_cap = None; peer_why = ''
+        if not a.skip_peer:
+            note(f"MLflow: warm-up, {n_low // 50} s at 50/s, {peer_s:g} s at {a.rate:g}/s, 5 s closed loop")
             try:
-                load(srv.url, '/invocations', proj, 50.0, 200, peer=True)
-                peer_low = load(srv.url, '/invocations', proj, low, n_low, peer=True)
-                peer = load(srv.url, '/invocations', proj, a.rate, int(min(seconds, 15) * a.rate), peer=True)  # it falls behind: 15 s is enough to see
-            finally: srv.stop()
-        except Exception as e: print(f"  MLflow's scoring server could not be measured: {str(e)[:300]}")
-        print(line('mlops-nb serve', ours))
-        if peer: print(line(f'mlflow serve, {min(seconds, 15):g} s', peer))
-        print(f"  and at {low:g}/s, a load MLflow's server (one worker) sustains here:")
-        print(line('mlops-nb serve', ours_low))
-        if peer_low:
-            print(line('mlflow models serve', peer_low))
-            print(f"  at {low:g}/s, ours / MLflow's: p50 {ours_low['p50']/peer_low['p50']:.2f}x, p99 {ours_low['p99']/peer_low['p99']:.2f}x")
-        ok = ours['errors'] == 0 and ours['rate'] >= 0.98 * a.rate
-        print(f"  sustained {a.rate:g}/s with 0 errors: {'PASS' if ok else 'FAIL'}" +
-              (f"; ours / MLflow's server: p50 {ours['p50']/peer['p50']:.3g}x, p99 {ours['p99']/peer['p99']:.3g}x, "
-               f"rate {ours['rate']/peer['rate']:.2f}x" if peer else ''))
-
-        print(f"\nCanary split: --canary 0.05 --challenger 2, {keys:,} requests with distinct keys")
-        srv = Server(serve + ['--canary', '0.05', '--challenger', '2'], proj, env)
-        try: can = load(srv.url, '/predict', proj, a.rate, keys)
-        finally: srv.stop()
-        share = can['variants'].get('challenger', 0) / max(1, keys - can['errors'])
-        from mlops_nb.deploy import to_challenger
-        expected = sum(to_challenger(f'key-{i}', 0.05, 'churn:2') for i in range(keys)) / keys
-        sd = (0.05 * 0.95 / keys) ** 0.5
-        print(f"  challenger share {share:.2%} (target 5.00 % +- 1 point over 10,000 keys; sampling sd here {sd:.2%}): "
-              f"{'PASS' if abs(share - 0.05) <= 0.01 else 'FAIL'}; the hash assigns {expected:.2%} of these keys: "
-              f"{'the service routed every key as assigned' if abs(share - expected) < 1e-9 else 'MISMATCH'}; errors {can['errors']}, p99 {can['p99']:.2f} ms")
-
-        print("\nRollback: --canary 0.2 --challenger 3 (raises on every call) --guard-window 10, 100 requests/s")
-        srv = Server(serve + ['--canary', '0.2', '--challenger', '3', '--guard-window', '10'], proj, env)
-        import httpx
-        seen, t_start = {}, [None]
-        def poll():
-            while 'rolled' not in seen and time.time() - (t_start[0] or time.time()) < 30:
+                srv = start([str(BIN/'mlflow'), 'models', 'serve', '-m', 'models:/churn/1', '--env-manager', 'local', '-w', '1',
+                             '-h', '127.0.0.1', '-p', '{port}'], env={'MLFLOW_TRACKING_URI': s.tracking_uri}, health='/ping')
+                ready['mlflow'] = srv.ready_s
                 try:
-                    h = httpx.get(srv.url + '/health', timeout=5).json()['canary']
-                    if h['status'] == 'rolled_back': seen['rolled'] = time.time(); seen['reason'] = h['reason']
-                except Exception: pass
-                time.sleep(0.05)
+                    warm['mlflow'] = stats(load(srv, '/invocations', 50.0, 200, peer=True, key_prefix='warm-'), 5)
+                    peer_low = stats(load(srv, '/invocations', low, n_low, peer=True), 5)
+                    peer_cap = load(srv, '/invocations', 0, 0, peer=True, closed=5.0)
+                    peer = stats(load(srv, '/invocations', a.rate, int(peer_s * a.rate), peer=True), 5)
+                finally: srv.stop(); rcs['mlflow models serve'] = srv
+            except Exception as e: peer_why = f"{type(e).__name__}: {str(e)[:600]}"
+
+        note(f"canary: {keys:,} keys at {a.rate:g}/s")
+        srv = start(serve + ['--canary', '0.05', '--challenger', '2']); ready['ours, canary'] = srv.ready_s
         try:
-            t_start[0] = time.time() + 0.2  # the generator's first request
-            th = threading.Thread(target=poll); th.start()
-            rb = load(srv.url, '/predict', proj, 100.0, 1500)
-            th.join()
-        finally: out = srv.stop()
-        took = seen['rolled'] - t_start[0] if 'rolled' in seen else None
-        print(f"  rolled back after {took:.2f} s" if took is not None else "  not rolled back", end='')
-        print(f" ({seen.get('reason', '')}); target within one guard window (10 s): {'PASS' if took is not None and took <= 10 else 'FAIL'}")
-        print(f"  callers: {rb['requests']:,} requests, {rb['errors']} errors, versions answering {rb['versions']}")
+            warm['ours, canary'] = stats(load(srv, '/predict', 50.0, 200, key_prefix='warm-'), 5)
+            can_raw = load(srv, '/predict', a.rate, keys, key_prefix='key-')
+        finally: srv.stop(); rcs['mlops-nb serve --canary'] = srv
+        can = stats(can_raw, 15 if keys / a.rate >= 30 else 5)
+
+        rb = []
+        for rep in range(reps):
+            note(f"rollback {rep + 1} of {reps}")
+            rb.append(rollback(start, serve, load, root, rep))
+            rcs[f'mlops-nb serve (rollback {rep + 1})'] = rb[-1]['server']
+
+        # -- report ------------------------------------------------------------------------------------------------
+        print(f"Python {platform.python_version()}, {versions}; {os.cpu_count()} cores; setup {setup_s:.0f} s; "
+              f"ready in (start to /health 200): " + ', '.join(f"{k} {v:.1f} s" for k, v in ready.items()))
+        print(f"\n1. Load: {a.rate:g} single-row requests/s, open loop (scheduled every {1000/a.rate:g} ms), latency from the "
+              f"scheduled time, errors = any status but 200 or no answer within {DEADLINE:g} s")
+        show(f'mlops-nb serve, {seconds:g} s', ours)
+        if peer: show(f'mlflow models serve, {peer_s:g} s', peer)
+        print(f"  at {low:g}/s, a load both sustain:")
+        show(f'mlops-nb serve, {n_low // 50} s', ours_low, windows=False)
+        if peer_low: show(f'mlflow models serve, {n_low // 50} s', peer_low, windows=False)
+        cap = lambda c: f"{c['ok'] / c['seconds']:.0f} ok/s ({c['requests'] - c['ok']} failed), p50 {ms(c['p50'])}"
+        print("  warm-up, apart: the first 200 requests after /health answered, at 50/s: " + '; '.join(
+            f"{k} p50 {ms(w['p50'])}, p99 {ms(w['p99'])}, max {ms(w['max'])}, {w['errors']} errors" for k, w in warm.items()))
+        print(f"  capacity, closed loop (8 connections back to back, 5 s): mlops-nb serve {cap(ours_cap)}" +
+              (f"; mlflow models serve {cap(peer_cap)}" if peer_cap else ''))
+        met1 = ours['errors'] == 0 and ours['achieved'] >= 0.99 * a.rate
+        print(f"  -> {a.rate:g}/s sustained for {seconds:g} s with 0 errors: {'PASS' if met1 else 'FAIL'} "
+              f"({ours['achieved']:.1f}/s answered ok, {ours['errors']} errors; target {a.rate:g}/s, 0 errors)")
+        if peer:
+            print(f"     the same load on MLflow's server: {peer['achieved']:.1f}/s answered ok, {peer['errors']:,} errors of {peer['sent']:,}; "
+                  f"ours / MLflow's: p50 {ours['p50']/peer['p50']:.3g}x, p99 {ours['p99']/peer['p99']:.3g}x"
+                  + (" (MLflow's p99 is a timeout: the ratio is bounded by it)" if peer['p99'] >= DEADLINE * 1000 else ''))
+        if peer_low:
+            print(f"     at {low:g}/s: ours / MLflow's p50 {ours_low['p50']/peer_low['p50']:.2f}x, p95 {ours_low['p95']/peer_low['p95']:.2f}x, "
+                  f"p99 {ours_low['p99']/peer_low['p99']:.2f}x; capacity ours / MLflow's "
+                  f"{(ours_cap['ok']/ours_cap['seconds'])/(peer_cap['ok']/peer_cap['seconds']):.2f}x")
+        if peer_why: print(f"  MLflow's scoring server could not be measured: {peer_why}")
+
+        print(f"\n2. Canary split: --canary 0.05 --challenger 2, {keys:,} requests at {a.rate:g}/s, one distinct key each")
+        from mlops_nb.deploy import to_challenger
+        answered = [(i, v) for i, (st, v) in enumerate(zip(can_raw['status'], can_raw['variant'])) if st == '200']
+        share = sum(v == 'challenger' for _, v in answered) / max(1, len(answered))
+        wrong = sum((v == 'challenger') != to_challenger(f'key-{i}', 0.05, 'churn:2') for i, v in answered)
+        sd = (0.05 * 0.95 / keys) ** 0.5
+        big = 1_000_000
+        hash_share = sum(to_challenger(f'key-{i}', 0.05, 'churn:2') for i in range(big)) / big
+        met2 = abs(share - 0.05) <= 0.01
+        print(f"  challenger share {pct(share)} of {len(answered):,} answers: {'PASS' if met2 else 'FAIL'} (target 5.00 % +- 1 point); "
+              f"keys routed otherwise than `to_challenger` assigns them: {wrong}; errors {can['errors']}")
+        print(f"  sampling: the binomial sd at {keys:,} keys is {sd*100:.2f} points (95 %: +-{1.96*sd*100:.2f}), so +-1 point is "
+              f"+-{0.01/sd:.1f} sd; the same hash over {big:,} keys of this form (key-0 ... key-{big-1}) gives {pct(hash_share)}")
+        show('with the canary on', can)
+
+        print(f"\n3. Rollback: --canary 0.2 --challenger 3 (raises on every call) --guard-window 10, 100 requests/s, {reps} "
+              f"repetition{'s' if reps > 1 else ''} (a fresh server each)")
+        for i, r in enumerate(rb):
+            if r['event'] is None:
+                print(f"  {i + 1}: NOT rolled back in {r['sent'] / 100:.1f} s of traffic; /health canary: {r['canary']}"); continue
+            print(f"  {i + 1}: rolled back {r['from_challenger']:.3f} s after the first request routed to the challenger, "
+                  f"{r['from_start']:.3f} s after the first request (/health polled every 50 ms said so "
+                  f"{r['polled']:.2f} s after the first request); requests sent before it with a challenger key: {r['routed_before']}, "
+                  f"challenger errors the service counted: {r['challenger_errors']:g}; reason: {r['reason']}")
+            print(f"     callers: {r['sent']:,} requests, {r['stats']['errors']} errors, answered by versions {r['versions']}; "
+                  f"p99 {ms(r['stats']['p99'])}")
+        done = [r for r in rb if r['event'] is not None]
+        if done:
+            med = median([r['from_challenger'] for r in done])
+            met3 = len(done) == len(rb) and max(r['from_challenger'] for r in done) <= 10 and all(r['stats']['errors'] == 0 for r in rb)
+            print(f"  -> rolled back {med:.3f} s after the first challenger request (median of {len(done)}; "
+                  f"{min(r['from_challenger'] for r in done):.3f}-{max(r['from_challenger'] for r in done):.3f} s), "
+                  f"callers saw {sum(r['stats']['errors'] for r in rb)} errors: {'PASS' if met3 else 'FAIL'} "
+                  f"(target: within one guard window, 10 s; 0 errors)")
+        else:
+            met3 = False; print("  -> FAIL: no rollback")
+
+        print("\nstopped with SIGINT: " + '; '.join(f"{k}: exit {v.rc} in {v.stop_s:.1f} s" for k, v in rcs.items()))
+        bad = [k for k, v in rcs.items() if v.rc != 0 and k.startswith('mlops-nb')]
+        if bad: print(f"  <- mlops-nb serve should exit 0 on SIGINT: {', '.join(bad)}")
+        for k, v in rcs.items():
+            if v.problems: print(f"  {k}'s log: " + '; '.join(f"{n} x {x!r}" for x, n in v.problems.most_common(4)))
+        leftovers = sorted(p.name for p in (root/'tmp').iterdir())
+        print(f"temp files the servers left in their TMPDIR: {len(leftovers)}" + (f" ({', '.join(leftovers[:5])} ...)" if leftovers else ''))
+    load1 = os.getloadavg()
+    print(f"summary: load {'PASS' if met1 else 'FAIL'}, canary split {'PASS' if met2 else 'FAIL'}, rollback {'PASS' if met3 else 'FAIL'}; "
+          f"load average at start {load0[0]:.2f} / {load0[1]:.2f}, at the end {load1[0]:.2f} / {load1[1]:.2f} (1 / 5 min); "
+          f"whole run {time.perf_counter() - t_all:.0f} s")
+    return 0
+
+
+def rollback(start, serve, load, root, rep):
+    "One rollback: a fresh server, 100/s until 3 s after /health says rolled_back (at most the guard window + 2 s)."
+    import httpx
+    from mlops_nb.deploy import to_challenger
+    srv = start(serve + ['--canary', '0.2', '--challenger', '3', '--guard-window', '10'])
+    stop_file, seen, done = root/f'stop-{rep}', {}, threading.Event()
+    def poll():
+        while not done.is_set():
+            try:
+                h = httpx.get(srv.url + '/health', timeout=5).json()['canary']
+                if h['status'] == 'rolled_back' and 'at' not in seen:
+                    seen['at'] = time.time(); done.wait(3.0); stop_file.touch()  # 3 s more of traffic, then the generator stops
+            except Exception: pass
+            done.wait(0.05)
+    th = threading.Thread(target=poll, daemon=True); th.start()
+    try:
+        res = load(srv, '/predict', 100.0, 1200, key_prefix=f'rb{rep}-', stop_file=stop_file)
+        done.set(); th.join()
+        health = httpx.get(srv.url + '/health', timeout=10).json()
+        metrics = httpx.get(srv.url + '/metrics', timeout=10).text
+    finally:
+        done.set(); srv.stop()
+    ev = next((e for e in health.get('events', []) if e['event'] == 'canary-rolled_back'), None)
+    sends = [res['t0_epoch'] + i / 100.0 + res['late'][i] / 1000 for i in range(res['sent'])]
+    routed = [i for i in range(res['sent']) if to_challenger(f'rb{rep}-{i}', 0.2, 'churn:3')]
+    m = re.findall(r'mlops_nb_prediction_errors_total\{[^}]*variant="challenger"[^}]*\} (\S+)', metrics)
+    out = dict(server=srv, sent=res['sent'], stats=stats(res, 5), versions=dict(Counter(str(v) for v in res['version'] if v is not None)),
+               canary=health.get('canary'), event=ev, challenger_errors=sum(float(x) for x in m))
+    if ev:
+        out |= dict(from_start=ev['time'] - res['t0_epoch'], from_challenger=ev['time'] - sends[routed[0]],
+                    polled=seen.get('at', float('nan')) - res['t0_epoch'], reason=health['canary']['reason'],
+                    routed_before=sum(sends[i] < ev['time'] for i in routed))
+    return out
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
