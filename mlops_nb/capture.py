@@ -6,8 +6,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/capture.html.md"""
 
 # %% auto #0
 __all__ = ['strip_url_credentials', 'capture_git', 'local_modules', 'installed_packages', 'requirements_lock',
-           'capture_environment', 'seed', 'seed_calls', 'fingerprint', 'track_data', 'papermill_parameters',
-           'capture_context', 'context_tags', 'RunCapture']
+           'capture_environment', 'take_pending_seed', 'seed', 'seed_calls', 'fingerprint', 'track_data',
+           'papermill_parameters', 'capture_context', 'context_tags', 'RunCapture']
 
 # %% ../nbs/11_capture.ipynb #868a5d3f
 import ast, hashlib, json, os, platform, re, subprocess, sys, tempfile, threading, time
@@ -150,8 +150,14 @@ def capture_environment(env_allowlist:list,  # Variables that may be recorded (v
 
 # %% ../nbs/11_capture.ipynb #43f3020a
 class _Seeds:
+    "A seed set while no run is active: it goes to the next run that starts, once."
     value:int|None = None
     frameworks:list = []
+
+def take_pending_seed():
+    "`(seed, frameworks)` set before the run that starts now (then forgotten), or `(None, [])`."
+    out = (_Seeds.value, list(_Seeds.frameworks)); _Seeds.value, _Seeds.frameworks = None, []
+    return out
 
 def seed(n:int=0):  # The seed
     "Seed Python, NumPy and any imported PyTorch/TensorFlow; record `n` on the active run (or the next one); return `n`."
@@ -166,9 +172,10 @@ def seed(n:int=0):  # The seed
         import torch; torch.manual_seed(n); done.append('torch')
     if 'tensorflow' in sys.modules:
         import tensorflow as tf; tf.random.set_seed(n); done.append('tensorflow')
-    _Seeds.value, _Seeds.frameworks = n, done
     from mlops_nb import tracking
-    if (run := tracking.active_run()) is not None: tracking.set_tag('mlops_nb.seed', n, run=run)
+    if (run := tracking.active_run()) is not None:  # the seed is this run's, not the next one's
+        run.seed = (n, done); tracking.set_tag('mlops_nb.seed', n, run=run)
+    else: _Seeds.value, _Seeds.frameworks = n, done
     return n
 
 _SEED_CALL = re.compile(r'\b((?:random|np\.random|numpy\.random|torch|tf\.random|tensorflow\.random|mn|mlops_nb)\.(?:manual_)?seed'
@@ -333,7 +340,7 @@ def capture_context(settings,  # Resolved settings (`project_dir`, `env_allowlis
                environment=capture_environment(settings.env_allowlist, env, redact),
                command=dict(argv=redact_argv(sys.argv, env) if redact else list(sys.argv), cwd=os.getcwd(),
                             parent=(redact_argv(_cmdline(ppid) or [], env) if redact else _cmdline(ppid))),
-               params=dict(papermill=papermill_parameters(user_ns) if papermill is None else papermill), seeds=dict(seed=_Seeds.value, frameworks=_Seeds.frameworks),
+               params=dict(papermill=papermill_parameters(user_ns) if papermill is None else papermill), seeds=dict(seed=None, frameworks=[]),
                data={})
     if redact: ctx['params']['papermill'] = {k: _redact_param(k, v, env) for k, v in ctx['params']['papermill'].items()}
     ctx['capture_seconds'] = round(time.perf_counter() - t0, 4)
@@ -392,7 +399,8 @@ class RunCapture:
             self._journal('start')
         except Exception as e:  # capture must never break tracking: say so on the run instead
             self.error = f"{type(e).__name__}: {e}"
-            tracking.set_tag('mlops_nb.capture_error', self.error[:500], run=self.run)
+            try: tracking.set_tag('mlops_nb.capture_error', self.error[:500], run=self.run)
+            except Exception: pass  # the process is shutting down and its journal is closed: nothing left to tell
 
     def _journal(self, phase):
         "Write the context's files next to the journal and journal them as artifacts."
@@ -435,8 +443,8 @@ class RunCapture:
         ctx['notebook'] = (ctx['notebook'] or {}) | dict(cells=[dict(cell_id=c['cell_id'], execution_count=c['execution_count'],
                                                                     success=c['success']) for c in cells])
         calls = seed_calls(sources)
-        ctx['seeds'] = dict(seed=_Seeds.value, frameworks=_Seeds.frameworks, calls=calls,
-                            seeded=_Seeds.value is not None or bool(calls))
+        n, frameworks = getattr(run, 'seed', None) or (None, [])
+        ctx['seeds'] = dict(seed=n, frameworks=frameworks, calls=calls, seeded=n is not None or bool(calls))
         ctx['params']['logged'] = dict(run.tracker._params.get(run.rid, {}))
         ctx['data'] = dict(self.data)
         if run.tracker.settings.redact_secrets: self._redact_again()

@@ -16,19 +16,22 @@ from IPython.core.magic import Magics, magics_class, line_cell_magic
 from .errors import MlopsNbError
 
 # %% ../nbs/09_magics.ipynb #e470ddff
-def _warm_up():
-    from mlops_nb.store import import_mlflow
-    try: import_mlflow()
-    except Exception: pass  # the first real use reports a missing MLflow properly
+def _tell_fate(*_):
+    "Before a cell runs: say so if the last run was ended by something other than the user (a quota), once."
+    import sys
+    tracking = sys.modules.get('mlops_nb.tracking')
+    if tracking is not None and (msg := tracking.notice()): print(msg, file=sys.stderr)
 
 def load_ipython_extension(ip):
-    "Register `%mlops`/`%%mlops` and start importing MLflow in the background."
+    "Register `%mlops`/`%%mlops`; MLflow is not imported (not even in the background: that raced the user's own import)."
     ip.register_magics(MlopsMagics(ip))
-    threading.Thread(target=_warm_up, name='mlops-nb-warm-up', daemon=True).start()
+    if _tell_fate not in ip.events.callbacks['pre_run_cell']: ip.events.register('pre_run_cell', _tell_fate)
 
 def unload_ipython_extension(ip):
     "Stop cell recording; tracked runs stay active."
     _unhook(ip)
+    try: ip.events.unregister('pre_run_cell', _tell_fate)
+    except ValueError: pass
 
 # %% ../nbs/09_magics.ipynb #e23acb33
 class _Parser(argparse.ArgumentParser):
@@ -112,6 +115,7 @@ class MlopsMagics(Magics):
     @line_cell_magic
     def mlops(self, line, cell=None):
         parser = _parsers()
+        if line.strip() in ('--help', '-h', 'help'): return print(parser.format_help())
         try: args = parser.parse_args(shlex.split(line))
         except _HelpShown: return
         except ValueError as e: raise UsageError(f"%mlops: {e}") from None
@@ -128,12 +132,14 @@ class MlopsMagics(Magics):
                       system_metrics=a.system_metrics or None, force_quota=a.force_quota)
         _hook(self.shell, run.cells)
         if run is T._State.pipeline: return print("Tracked by `mlops-nb run`: this notebook's execution is one run (its id is printed at the end)")
-        rid = run.wait_for_id(0.4)
+        rid = run.run_id  # known at once when resuming, or once the sync process has created it: never waited for here
         if getattr(run, 'replaced', None):
-            print(f"Stopped run {run.replaced.wait_for_id(1) or run.replaced.name} (FINISHED) to start this one; "
-                  f"`%mlops track --resume {run.replaced.run_id}` continues the old one instead.")
-        why = (f"the store is not reachable ({run.tracker.health()[1]}); calls are journaled and will sync"
-               if run.tracker.health()[0] is False else "the run is on its way to the store; `%mlops status` shows its id")
+            old = run.replaced.run_id
+            print(f"Stopped run {old or run.replaced.name or ''} (FINISHED) to start this one"
+                  + (f"; `%mlops track --resume {old}` continues the old one instead." if old else "."))
+        ok, err = run.tracker.health()
+        why = (f"the store is not reachable ({err}); calls are journaled and will sync"
+               if ok is False else "the sync process is creating it in the store; `%mlops status` shows its id")
         where = f"run {rid}" if rid else f"run ({why})"
         nb = f", notebook {run.notebook}" if run.notebook else ""
         print(f"Tracking {where} in experiment {run.experiment!r}{nb}")
@@ -150,8 +156,8 @@ class MlopsMagics(Magics):
         run = T.stop(a.status)
         if run is T._State.pipeline: return print("The run ends with the notebook (`mlops-nb run` records its outcome)")
         _unhook(self.shell)
-        rid = run.wait_for_id(1) or f"{run.name or ''} (not in the store yet)"
-        print(f"Stopped run {rid} ({a.status}); {run.tracker.backlog} calls still on their way to the store")
+        rid = run.run_id or f"{run.name or ''} (not in the store yet)"
+        print(f"Stopped run {rid} ({a.status}); the sync process brings the rest to the store (a read waits for it)")
 
     def _log(self, a, cell):
         from mlops_nb import tracking as T
@@ -162,13 +168,17 @@ class MlopsMagics(Magics):
 
     def _status(self, a, cell):
         from mlops_nb import tracking as T
-        if T.active_run(): T.active_run().wait_for_id(2)  # a run started a moment ago may be on its way to the store
         s = T.status()
         if not s['active'] and 'tracking_uri' not in s: return print("Not tracking. Start with `%mlops track`.")
-        store = 'ok' if s['store_ok'] else 'not reached yet' if s['store_ok'] is None else f"unreachable ({s['last_error']})"
+        store = ('ok' if s['store_ok'] else 'not reached yet' if s['store_ok'] is None else 'unreachable') + (f" ({s['last_error']})" if s['last_error'] else '')
         lines = [f"run        {s.get('run_id') or '-'}  {s.get('run_name') or ''}",
                  f"experiment {s.get('experiment') or '-'}", f"notebook   {s.get('notebook') or '-'}",
-                 f"store      {s['tracking_uri']}  [{store}]", f"backlog    {s['backlog']} calls journaled, not yet in the store"]
+                 f"store      {s['tracking_uri']}  [{store}]",
+                 f"backlog    {s['backlog']} bytes journaled, not yet in the store; sync process {'running' if s['sync_running'] else 'idle'}"]
+        if s.get('rejected') or s.get('kept'):
+            lines.append(f"set aside  {s['rejected']} record(s) refused by the store, {len(s['kept'])} damaged journal(s) kept (`mlops-nb status`)")
+            lines += [f"           {r.get('op')} {r.get('what')}: {r.get('reason')}" for r in s.get('last_rejected', [])]
+        if s.get('last_fate'): lines.append(f"last run   {s['last_fate'].split(' ', 2)[-1]}")
         if s.get('run_id'): lines.append(f"link       {_link(T._State.tracker.settings, s['run_id'], s.get('experiment_id'))}")
         print('\n'.join(lines))
 
@@ -205,8 +215,7 @@ class MlopsMagics(Magics):
         from mlops_nb import tracking as T
         from mlops_nb.reproduce import diff_runs
         t = T._State.tracker
-        if t: t.flush(10)  # a run of this kernel may still be on its way to the store
-        print(diff_runs(a.run_a, a.run_b, t.settings if t else None))
+        print(diff_runs(a.run_a, a.run_b, t.settings if t else None))  # reads see what this kernel journaled
 
     def _drift(self, a, cell):
         ns = self.shell.user_ns if self.shell is not None else {}
@@ -225,14 +234,12 @@ class MlopsMagics(Magics):
         from mlops_nb import tracking as T
         from mlops_nb.promotion import promote
         t = T._State.tracker
-        if t: t.flush(30)  # a model registered in this notebook must be in the store first
         return promote(a.model, a.to, gates=a.gate, approve=a.approve, reason=a.reason, expect=a.expect, as_=a.as_,
                        settings=t.settings if t else None)
 
     def _quota(self, a, cell):
         from mlops_nb import tracking as T
         t = T._State.tracker
-        if t: t.flush(10)
         if not a.static:
             try:
                 from mlops_nb.quota_widget import QuotaWidget
@@ -250,5 +257,5 @@ class MlopsMagics(Magics):
         from mlops_nb import tracking as T
         ok = T.sync(a.timeout)
         s = T.status()
-        print(f"{'Synced' if ok else 'Not all synced'}: backlog {s.get('backlog', 0)}; "
-              f"{len(s.get('replayed', []))} journal(s) of ended kernels replayed")
+        print(f"{'Synced' if ok else 'Not all synced'}: backlog {s.get('backlog', 0)} bytes; "
+              f"{s.get('rejected', 0)} record(s) refused by the store so far, {len(s.get('kept') or [])} damaged journal(s) kept")

@@ -6,8 +6,9 @@ Docs: https://mlops-nb.github.io/mlops_nb/quota.html.md"""
 
 # %% auto #0
 __all__ = ['USAGE', 'QuotaError', 'parse_window', 'Budget', 'QuotaConfig', 'quota_config', 'UsageMeter', 'QuotaGuard',
-           'pipeline_of', 'usage_runs', 'summarize', 'window_usage', 'budget_status', 'check_start', 'Estimate',
-           'estimate', 'serving_estimate']
+           'pipeline_of', 'usage_runs', 'summarize', 'window_usage', 'budget_status', 'check_start',
+           'usage_summary_path', 'write_usage_summary', 'read_usage_summary', 'Estimate', 'estimate',
+           'serving_estimate']
 
 # %% ../nbs/22_quota.ipynb #06ab374f
 import math, os, re, threading, time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from .config import ConfigError, Settings, project_section
 from .errors import MlopsNbError
+from .journal import store_key
 
 # %% ../nbs/22_quota.ipynb #c971b9f8
 class QuotaError(MlopsNbError):
@@ -249,11 +251,12 @@ def budget_status(cfg:QuotaConfig, window_runs:list):  # `usage_runs` of the win
 # %% ../nbs/22_quota.ipynb #39fb7594
 def check_start(settings:Settings, pipeline:str|None,
                 force:str|None=None,  # A reason to start anyway; recorded on the run
-                config:QuotaConfig|None=None, alert=None):  # `alert(kind, message, value, limit, unit)`
+                config:QuotaConfig|None=None, alert=None,  # `alert(kind, message, value, limit, unit)`
+                runs:list|None=None):  # The window's `usage_runs`, if known (a kernel passes `read_usage_summary`'s); default: asked of the store
     "`(config, window usage before)` when budgets are set, else `(config, None)`; raises `QuotaError` if a window budget is spent."
     cfg = config or quota_config(settings.project_dir)
     if not cfg.enabled: return cfg, None
-    runs = usage_runs(settings, since=cfg.window_seconds)
+    if runs is None: runs = usage_runs(settings, since=cfg.window_seconds)
     before = window_usage(runs, pipeline)
     own = cfg.pipelines.get(pipeline) or Budget()
     for scope, b in (('pipeline', own), ('project', cfg.project)):
@@ -272,6 +275,29 @@ def check_start(settings:Settings, pipeline:str|None,
                                                             "or start it anyway with --force-quota \"reason\" (recorded on the run).")
             if v >= cfg.soft*lim and alert: alert('quota.soft', f"{label} has used {v/lim:.0%} of its {lim:g} {unit} in the last {cfg.window}", v, lim, unit)
     return cfg, before
+
+# %% ../nbs/22_quota.ipynb #q2u3s4m5
+def usage_summary_path(settings:Settings): return Path(settings.project_dir)/'.mlops'/f"usage-summary-{store_key(settings.tracking_uri)}.json"
+
+def write_usage_summary(settings:Settings):
+    "Write the window's usage (`usage_runs`) for `track()` to judge budgets on; nothing without budgets."
+    import json
+    cfg = quota_config(settings.project_dir)
+    if not cfg.enabled: return None
+    runs = usage_runs(settings, since=cfg.window_seconds)
+    p = usage_summary_path(settings); tmp = p.with_suffix(f'.{os.getpid()}.tmp')
+    tmp.write_text(json.dumps(dict(t=time.time(), window_seconds=cfg.window_seconds, runs=runs), default=str)); os.replace(tmp, p)
+    return p
+
+def read_usage_summary(settings:Settings, since:float):  # Seconds back from now
+    "`(runs in the window, None)` from the usage summary; `(None, why)` if there is none to judge by."
+    import json
+    p = usage_summary_path(settings)
+    try: summary = json.loads(p.read_text())
+    except (OSError, ValueError):
+        fresh = settings.is_embedded and not Path(settings.tracking_uri[len('sqlite:///'):]).exists()
+        return ([], None) if fresh else (None, "no usage summary yet: the sync process writes one after its first round")
+    return [r for r in summary.get('runs', []) if r.get('start', 0) >= time.time() - since], None
 
 # %% ../nbs/22_quota.ipynb #82eeefad
 @dataclass

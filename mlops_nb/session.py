@@ -30,12 +30,33 @@ def _installed(path):
     p = os.path.realpath(path)
     return any(p.startswith(os.path.realpath(d) + os.sep) for d in {sys.prefix, sys.base_prefix, sys.exec_prefix})
 
+def _jupyter_current(timeout=0.5):
+    "The current path of this kernel's notebook, from the Jupyter server's sessions API; `None` if no server says."
+    try:
+        from ipykernel.connect import get_connection_file
+        kid = Path(get_connection_file()).stem.split('kernel-', 1)[-1]
+        from jupyter_core.paths import jupyter_runtime_dir
+    except Exception: return None  # not in a Jupyter kernel
+    import urllib.request
+    for f in sorted(Path(jupyter_runtime_dir()).glob('jpserver-*.json'), key=lambda p: -p.stat().st_mtime):
+        try:
+            info = json.loads(f.read_text())
+            req = urllib.request.Request(info['url'].rstrip('/') + '/api/sessions', headers={'Authorization': f"token {info.get('token', '')}"})
+            with urllib.request.urlopen(req, timeout=timeout) as r: sessions = json.loads(r.read())
+        except Exception: continue
+        for sess in sessions if isinstance(sessions, list) else []:
+            if (sess.get('kernel') or {}).get('id') == kid and sess.get('path'):
+                return Path(info.get('root_dir') or '.')/sess['path']
+    return None
+
 def notebook_path(user_ns:dict|None=None,  # The kernel's user namespace, if any
-                  env:dict|None=None):  # Environment; default `os.environ`
+                  env:dict|None=None,  # Environment; default `os.environ`
+                  ask_server:bool=True):  # In a Jupyter kernel, ask the server for the current name (after a rename)
     "`(path, how)`: the notebook (or script) this kernel runs, and which front end told us; `(None, 'unknown')` if none did."
     env, ns, cwd = (os.environ if env is None else env), (user_ns or {}), Path.cwd()
     if ns.get('__vsc_ipynb_file__'): return Path(ns['__vsc_ipynb_file__']), 'vscode'
     if env.get('JPY_SESSION_NAME') or ns.get('__session__'):
+        if ask_server and (cur := _jupyter_current()) is not None: return cur.resolve(), 'jupyter'
         return _resolve(env.get('JPY_SESSION_NAME') or ns['__session__'], cwd), 'jupyter'
     if env.get('MLOPS_NB_NOTEBOOK'): return _resolve(env['MLOPS_NB_NOTEBOOK'], cwd), 'mlops-nb run'
     if (pm := _papermill_input(os.getppid())): return _resolve(pm, cwd), 'papermill'
@@ -110,9 +131,10 @@ class SystemSampler:
     def start(self): self._thread.start(); return self
     def stop(self): self._stop.set()
     def sample(self):
-        "One sample: process and machine CPU and memory."
+        "One sample: process and machine CPU and memory (CPU percents since the previous sample)."
         import psutil
-        p, vm = psutil.Process(), psutil.virtual_memory()
+        if getattr(self, '_proc', None) is None: self._proc = psutil.Process()  # one object: its CPU percent is since the last call
+        p, vm = self._proc, psutil.virtual_memory()
         out = {'system/cpu_percent': psutil.cpu_percent(None), 'system/memory_percent': vm.percent,
                'system/memory_used_mb': (vm.total - vm.available) / 2**20,
                'system/process_rss_mb': p.memory_info().rss / 2**20, 'system/process_cpu_percent': p.cpu_percent(None)}

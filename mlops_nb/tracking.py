@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/tracking.html.md"""
 
 # %% auto #0
 __all__ = ['ActiveRun', 'track', 'pipeline_track', 'active_run', 'stop', 'log_metric', 'log_metrics', 'log_param', 'log_params',
-           'set_tag', 'log_artifact', 'status', 'sync', 'autolog']
+           'set_tag', 'log_artifact', 'status', 'sync', 'notice', 'autolog']
 
 # %% ../nbs/08_tracking.ipynb #0fdbe362
 import atexit, getpass, json, os, shutil, sys, tempfile, threading, time
@@ -15,15 +15,17 @@ from pathlib import Path
 from .config import Settings, resolve_settings, redact_uri
 from .errors import MlopsNbError, TrackingError
 from .redact import redact_text
-from .tracker import Tracker, replay_journals
+from .tracker import replay_journals, sync_report
+from .recorder import Tracker
 from .session import notebook_path, CellHistory, SystemSampler
 
 # %% ../nbs/08_tracking.ipynb #87913ef2
 class _State:
     tracker:Tracker|None = None
     runs:list = []  # active runs, innermost last
-    replayed:list = []  # summaries of journals replayed at start
-    replay_thread:threading.Thread|None = None
+    replayed:list = []  # summaries of journals applied by `sync()`
+    fate:dict|None = None  # the last run ended by something other than the user: {run, name, status, reason}
+    noticed:bool = True  # whether `fate` was shown in the notebook yet
     pipeline:'ActiveRun|None' = None  # the run `mlops-nb run` started in this kernel: the notebook's own track/stop join it
     autolog:dict|None = None  # MLflow's fluent API attached to one of our runs, and what to restore
     lock = threading.RLock()
@@ -35,20 +37,9 @@ def _tracker(settings=None):
             _end_all('FINISHED'); t.close(); t = None  # explicitly pointed elsewhere: start over
         if t is None:
             s = settings or resolve_settings()
-            delay = float(os.environ.get('MLOPS_NB_SYNC_DELAY') or 0)  # set by `mlops-nb run`, which replays the journal itself
-            t = _State.tracker = Tracker(s, close_at_exit=False, sync_delay=delay)  # `_shutdown` ends the runs first, then closes it
-            if not delay:
-                _State.replay_thread = threading.Thread(target=_replay_in_background, args=(s,), name='mlops-nb-replay', daemon=True)
-                _State.replay_thread.start()
+            external = bool(os.environ.get('MLOPS_NB_SYNC_DELAY'))  # set by `mlops-nb run`, which applies the kernel's journal itself
+            t = _State.tracker = Tracker(s, close_at_exit=False, start_sync=not external)  # `_shutdown` ends the runs first, then closes it
         return t
-
-def _replay_in_background(s, attempts=5):
-    "Replay dead kernels' journals; a store that is down or busy gets a few more tries (`mlops-nb sync` remains)."
-    for i in range(attempts):
-        try: return _State.replayed.extend(replay_journals(s))
-        except Exception as e:
-            if i == attempts - 1: _State.replayed.append(dict(error=f"{type(e).__name__}: {e}"))
-            else: time.sleep(2 ** i)
 
 # %% ../nbs/08_tracking.ipynb #3e3c77d3
 class ActiveRun:
@@ -66,10 +57,11 @@ class ActiveRun:
     @property
     def experiment_id(self):
         "The MLflow experiment id, once the store has the run."
-        a = self.tracker._applier
-        return a.experiments.get(self.rid) if a else None
+        return self.tracker.experiment_id(self.rid)
 
-    def wait_for_id(self, timeout:float=0.5): return self.resumed or self.tracker.store_run_id(self.rid, timeout)
+    def wait_for_id(self, timeout:float=0.5):  # Seconds; with a timeout, what is missing is applied here
+        "The MLflow run id, making the store catch up first if need be; `None` if it could not in `timeout`."
+        return self.resumed or self.tracker.store_run_id(self.rid, timeout)
     def __enter__(self): return self
     def __exit__(self, typ, exc, tb):
         status = 'FINISHED' if typ is None else 'KILLED' if issubclass(typ, KeyboardInterrupt) else 'FAILED'
@@ -78,6 +70,25 @@ class ActiveRun:
 
 # %% ../nbs/08_tracking.ipynb #48c290c5
 _STATUSES = ('FINISHED', 'FAILED', 'KILLED')
+_RUN_ID = __import__('re').compile(r'[0-9a-f]{32}')
+
+def _check_args(experiment, name, tags, resume, system_metrics):
+    "Refuse at the call what the store would refuse later (MLflow's limits), so nothing is journaled that cannot land."
+    if experiment is not None and (not isinstance(experiment, str) or not experiment.strip() or len(experiment) > 500):
+        raise TrackingError(f"Bad experiment name {str(experiment)[:80]!r}{'...' if len(str(experiment)) > 80 else ''} ({len(str(experiment))} characters).",
+                            fix="Use a non-empty name of at most 500 characters.")
+    if name is not None and (not isinstance(name, str) or len(name) > 250):
+        raise TrackingError(f"Bad run name {str(name)[:80]!r} ({len(str(name))} characters).", fix="Use a name of at most 250 characters.")
+    for k, v in (tags or {}).items():
+        if not str(k) or len(str(k)) > 250 or len(str(v)) > 8000:
+            raise TrackingError(f"Bad tag {str(k)[:80]!r}: keys take 1 to 250 characters, values at most 8000.", fix="Shorten the tag.")
+    if resume is not None and not (isinstance(resume, str) and _RUN_ID.fullmatch(resume.strip().lower())):
+        raise TrackingError(f"Bad run id {resume!r} for --resume: an MLflow run id is 32 hexadecimal digits.",
+                            fix="Copy the id from `%mlops runs` or the MLflow UI.")
+    if system_metrics is not None and (isinstance(system_metrics, bool) or not isinstance(system_metrics, (int, float))
+                                       or not system_metrics > 0 or system_metrics == float('inf')):
+        raise TrackingError(f"Bad system-metrics interval {system_metrics!r}.",
+                            fix="Give the seconds between samples as a positive number (e.g. 15), or 0/None to turn sampling off.")
 
 def _default_tags(notebook, how):
     from mlops_nb import __version__
@@ -96,6 +107,9 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
           force_quota:str|None=None,  # Start even if a quota budget is spent; the reason is recorded
           _account:bool=True):  # Measure usage and enforce quotas here (`mlops-nb run` does both from outside)
     "Start (or resume) a tracked run and make it the active one; returns an `ActiveRun`."
+    if system_metrics == 0: system_metrics = None
+    _check_args(experiment, name, tags, resume, system_metrics)
+    if resume: resume = resume.strip().lower()
     with _State.lock:
         pipe = _State.pipeline
         if pipe is not None and pipe in _State.runs and not nested and not resume:  # `mlops-nb run` already tracks this kernel
@@ -123,6 +137,7 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         run.usage, run._pipeline, run._tags = dict(artifacts_mb=0.0, data_rows=0, data_mb=0.0), all_tags.get('mlops_nb.pipeline'), all_tags
         if not nested: _start_capture(run, user_ns)
         if not nested and _account: _start_meter(run, *(quota or (None, None)))
+        if not nested: _State.noticed = True  # a new run: the last one's fate was seen, or is moot
         if system_metrics and not nested:
             run.sampler = SystemSampler(lambda m, step: _log_metrics_to(run, m, step), system_metrics).start()
         _State.runs.append(run)
@@ -147,10 +162,11 @@ def _env_tags():
 
 def _start_capture(run, user_ns):
     "Capture the run's context in the background, and attach data and seeds recorded before it started."
-    from mlops_nb.capture import RunCapture, _PendingData, _Seeds, _attach_data
+    from mlops_nb.capture import RunCapture, _PendingData, _attach_data, take_pending_seed
+    n, frameworks = take_pending_seed()  # a seed set before this run is this run's, and no later run's
+    if n is not None: run.seed = (n, frameworks); set_tag('mlops_nb.seed', n, run=run)
     run.capture = RunCapture(run, user_ns, 'context' if not run.resumed else f"context/resumed-{int(time.time())}").start()
     while _PendingData.items: _attach_data(run, _PendingData.items.pop(0))
-    if _Seeds.value is not None: set_tag('mlops_nb.seed', _Seeds.value, run=run)
 
 def pipeline_track(name:str|None=None,  # Run name
                    system_metrics:float|None=15.0):  # Seconds between system metric samples
@@ -161,15 +177,15 @@ def pipeline_track(name:str|None=None,  # Run name
 
 def _quota_start(settings, pipeline, force):
     "Refuse the run if a budget of its pipeline is spent (`QuotaError`); `(config, usage before)` when budgets are set."
-    from mlops_nb.quota import quota_config, check_start, pipeline_of
+    from mlops_nb.quota import quota_config, check_start, pipeline_of, read_usage_summary
     cfg = quota_config(settings.project_dir)
     if not cfg.enabled: return None
     name = pipeline_of({'mlops_nb.pipeline': pipeline})
-    try: return check_start(settings, name, force, cfg, alert=_alerter(settings, None))
-    except MlopsNbError: raise
-    except Exception as e:  # the store cannot say what was used: do not block work on that
-        print(f"mlops_nb: quota not checked ({type(e).__name__}: {e}); the run goes ahead", file=sys.stderr)
-        return cfg, {}
+    runs, why = read_usage_summary(settings, cfg.window_seconds)  # kept up to date by the sync process: no store query here
+    if runs is None:  # nothing to judge by: fail open, and say so
+        if why: print(f"mlops_nb: quota not checked ({why}); the run goes ahead", file=sys.stderr)
+        runs = []
+    return check_start(settings, name, force, cfg, alert=_alerter(settings, None, background=True), runs=runs)
 
 def _alerter(settings, run, background:bool=False):  # Send from a thread of its own (the process waits for it at exit)
     "`alert(kind, message, value, limit, unit)` that sends to the project's alert channels."
@@ -199,9 +215,10 @@ def _quota_stop(run, reason):
     print(f"\nmlops_nb: stopping this run: {reason}", file=sys.stderr)
     try: set_tag('mlops_nb.quota.stopped', reason, run=run)
     except Exception: pass
-    _thread.interrupt_main()
-    try: stop('FAILED', run=run)
+    _State.fate, _State.noticed = dict(run=run, name=run.name, status='FAILED', reason=f"quota: {reason}"), False
+    try: stop('FAILED', run=run, _force=True)  # first: the run's end is journaled whatever the interrupt does next
     except Exception: pass
+    _thread.interrupt_main()
 
 def _log_usage(run, final=False):
     "Log the run's usage so far as `usage/*` metrics."
@@ -220,7 +237,10 @@ def active_run():
 
 def _active(run=None):
     run = run or active_run()
-    if run is None: raise TrackingError("No active run.", fix="Start one with `%mlops track` or `mn.track()`.")
+    if run is None:
+        f = _State.fate
+        why = f" (run {f['name'] or f['run'].rid} was stopped: {f['reason']})" if f else ''
+        raise TrackingError(f"No active run{why}.", fix="Start one with `%mlops track` or `mn.track()`.")
     return run
 
 # %% ../nbs/08_tracking.ipynb #6cfcdc6f
@@ -291,6 +311,10 @@ def log_artifact(path:str|Path, artifact_path:str|None=None, run:ActiveRun|None=
     "Log a file as an artifact; it is copied at once, so later edits to `path` do not change the run."
     r, path = _active(run), Path(path)
     if not path.is_file(): raise TrackingError(f"No such file: {path}.", fix="Pass the path of an existing file.")
+    if artifact_path is not None and (not isinstance(artifact_path, str) or artifact_path.startswith(('/', '\\')) or '\\' in artifact_path
+                                      or '..' in artifact_path.split('/') or ':' in artifact_path or len(artifact_path) > 500):
+        raise TrackingError(f"Bad artifact path {artifact_path!r}: the store takes a relative folder inside the run.",
+                            fix="Use a relative path such as `plots` or `models/v1` (no `..`, no leading `/`, no `:`).")
     stage = Path(r.tracker.journal.folder)/f"{r.tracker.journal.name}-{r.rid}"/'artifacts'/f"{time.time_ns()}"
     stage.mkdir(parents=True); shutil.copy2(path, stage/path.name)
     top = r
@@ -304,9 +328,12 @@ def status():
     t, run = _State.tracker, active_run()
     if t is None: return dict(active=False)
     ok, err = t.health()
+    rep = sync_report(t.settings)
+    fate = _State.fate
     out = dict(active=run is not None, tracking_uri=redact_uri(t.settings.tracking_uri), backlog=t.backlog,
-               store_ok=ok, last_error=err, applied=t.applied, journal=str(t.journal.path),
-               replayed=list(_State.replayed))
+               store_ok=ok, last_error=err, journal=str(t.journal.path), replayed=list(_State.replayed),
+               sync_running=rep['sync_running'], rejected=rep['rejected'], kept=rep['kept'], last_rejected=rep['last_rejected'],
+               last_fate=(f"last run {fate['run'].run_id or fate['name'] or fate['run'].rid} {fate['status']}: {fate['reason']}" if fate else None))
     if run: out |= dict(run_id=run.run_id, run_name=run.name, experiment=run.experiment, experiment_id=run.experiment_id,
                         notebook=str(run.notebook) if run.notebook else None, depth=len(_State.runs))
     return out
@@ -314,10 +341,16 @@ def status():
 def sync(timeout:float=60):  # Seconds to wait for the store
     "Push everything journaled to the store now, including journals dead kernels left; return True if all arrived."
     t = _State.tracker
-    if _State.replay_thread: _State.replay_thread.join(timeout)  # the start-up replay holds those journals' locks
-    done = t.flush(timeout) if t else True
-    _State.replayed.extend(replay_journals(t.settings if t else None))
-    return done
+    if t is not None and not t.journal.flush(): return False  # the disk refuses: `status()` says so
+    _State.replayed.extend(replay_journals(t.settings if t else None, live=True, timeout=timeout))
+    return t is None or t.backlog == 0
+
+def notice():
+    "The fate of the last run, if something other than the user ended it and the notebook was not told yet (once)."
+    if _State.noticed or not _State.fate: return None
+    _State.noticed = True
+    f = _State.fate
+    return f"mlops_nb: run {f['run'].run_id or f['name'] or f['run'].rid} was stopped ({f['status']}): {f['reason']}. Logging now goes to no run; start a new one with `%mlops track`."
 
 def _exit_status():
     "FAILED if the last cell the kernel ran raised (papermill stops there), else FINISHED."
@@ -326,7 +359,7 @@ def _exit_status():
     return 'FAILED' if last is not None and not last['success'] else 'FINISHED'
 
 def _shutdown():
-    "At interpreter exit: end active runs (FAILED if the last cell raised, else FINISHED) and drain the journal for a few seconds."
+    "At interpreter exit: end active runs (FAILED if the last cell raised, else FINISHED) and hand the journal to the sync process."
     if _State.runs: _end_all(_exit_status())
     if _State.tracker: _State.tracker.close()
 
