@@ -523,8 +523,10 @@ def _forward_sigterm():
 def ui_command(project_dir, port, host, timeout):
     "Start the MLflow UI on the project's store (Ctrl-C stops it)."
     from mlops_nb.store import ensure_store
+    from mlops_nb.tracker import wait_synced
     s = resolve_settings(project_dir=project_dir, ui_port=port)
     ensure_store(s)
+    wait_synced(s)  # the UI shows what was logged before it started (a killed kernel's journal included)
     if s.tracking_uri.startswith(('http://', 'https://')):  # a tracking server serves its own UI
         return click.echo(f"The store is a tracking server; its UI is at {redact_uri(s.tracking_uri)}")
     chosen = _free_port(host, s.ui_port)

@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/journal.html.md"""
 
 # %% auto #0
 __all__ = ['store_key', 'metric_line', 'json_line', 'flush_open_journals', 'Journal', 'read_journal', 'state_path', 'read_state',
-           'write_state', 'owner_alive', 'journals']
+           'write_state', 'FileLock', 'owner_alive', 'journals']
 
 # %% ../nbs/05_journal.ipynb #24e55e6f
 import errno, json, os, socket, threading, time, uuid, zlib
@@ -172,15 +172,30 @@ def write_state(journal_path:Path, state:dict):
     os.replace(tmp, p)
 
 # %% ../nbs/05_journal.ipynb #86afeb1a
+class FileLock:
+    "An exclusive `flock` on a file; `acquire(timeout)` is False if it could not be had in time. Released with the process."
+    def __init__(self, path, create:bool=True): self.path, self.create, self.fd = Path(path), create, None
+    def acquire(self, timeout:float=0):  # Seconds to keep trying
+        f = _fcntl()
+        self.fd = os.open(self.path, (os.O_RDWR | os.O_CREAT) if self.create else os.O_RDONLY, 0o600)
+        if f is None: return True
+        deadline = time.monotonic() + timeout
+        while True:
+            try: f.flock(self.fd, f.LOCK_EX | f.LOCK_NB); return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline: os.close(self.fd); self.fd = None; return False
+                time.sleep(0.02)
+    def release(self):
+        if self.fd is not None: os.close(self.fd); self.fd = None
+
 def owner_alive(path:str|Path):
     "True if a live process holds the journal at `path` (always True where there is no `flock`)."
-    f = _fcntl()
-    if f is None: return True
-    try: fd = os.open(path, os.O_RDONLY)
+    if _fcntl() is None: return True
+    lock = FileLock(path, create=False)
+    try: got = lock.acquire(0)
     except FileNotFoundError: return False
-    try: f.flock(fd, f.LOCK_EX | f.LOCK_NB); return False
-    except BlockingIOError: return True
-    finally: os.close(fd)
+    lock.release()
+    return not got
 
 def journals(folder:str|Path,
              pattern:str='*.log'):  # Which journals: a glob on their file names

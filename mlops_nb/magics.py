@@ -255,7 +255,9 @@ class MlopsMagics(Magics):
 
     def _sync(self, a, cell):
         from mlops_nb import tracking as T
+        before = len(T._State.replayed)
         ok = T.sync(a.timeout)
         s = T.status()
-        print(f"{'Synced' if ok else 'Not all synced'}: backlog {s.get('backlog', 0)} bytes; "
+        ended = sum(1 for r in T._State.replayed[before:] if r.get('ended'))
+        print(f"{'Synced' if ok else 'Not all synced'}: backlog {s.get('backlog', 0)} bytes; {ended} journal(s) of ended kernels applied; "
               f"{s.get('rejected', 0)} record(s) refused by the store so far, {len(s.get('kept') or [])} damaged journal(s) kept")

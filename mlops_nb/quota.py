@@ -149,7 +149,7 @@ class UsageMeter:
             except Exception: pass  # accounting must never disturb the run
             if self._stop.wait(self.interval): return
 
-    def start(self): self.sample(); self._thread.start(); return self
+    def start(self): self._thread.start(); return self  # the first sample is the thread's: `track()` does not wait for /proc
     def stop(self):
         "Stop sampling; the final usage."
         self._stop.set()

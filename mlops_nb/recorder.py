@@ -114,8 +114,9 @@ class Tracker:
 
     def flush(self, timeout:float=30):  # Seconds to wait
         "Make the store hold everything logged so far (applied here if need be); False if `timeout` passed first."
+        target = self.journal.offset  # what was logged before this call: later calls (another thread's) do not count
         if not self.journal.flush(): return False
-        return wait_synced(self.settings, timeout) and self.backlog == 0
+        return wait_synced(self.settings, timeout) and self._state()['acked'] >= target
 
     # -- the background side ----------------------------------------------------------------------------------
     def _loop(self):
@@ -138,10 +139,10 @@ class Tracker:
             self._warned = None
             print("mlops_nb: the journal is being written again; nothing was lost.", file=sys.stderr)
 
-    def close(self):
+    def close(self, timeout:float=2):  # Seconds to wait for the flusher thread
         "Write what is buffered, let go of the journal (the sync process finishes it) and stop the thread."
         if self.journal.fd is None: return
-        self._stop.set(); self._wake.set(); self._thread.join(2)
+        self._stop.set(); self._wake.set(); self._thread.join(timeout)
         self.journal.close()
         if self.journal.pending:
             print(f"mlops_nb: {self.journal.pending/2**10:.0f} KB of tracking calls could not be written to {self.journal.path} "

@@ -341,9 +341,12 @@ def status():
 def sync(timeout:float=60):  # Seconds to wait for the store
     "Push everything journaled to the store now, including journals dead kernels left; return True if all arrived."
     t = _State.tracker
-    if t is not None and not t.journal.flush(): return False  # the disk refuses: `status()` says so
-    _State.replayed.extend(replay_journals(t.settings if t else None, live=True, timeout=timeout))
-    return t is None or t.backlog == 0
+    if t is None:
+        _State.replayed.extend(replay_journals(None, timeout=timeout)); return True
+    ok = t.flush(timeout)  # everything this process logged so far, then the rest of the project's journals
+    try: _State.replayed.extend(replay_journals(t.settings, timeout=timeout))
+    except TrackingError: return False
+    return ok
 
 def notice():
     "The fate of the last run, if something other than the user ended it and the notebook was not told yet (once)."
