@@ -46,7 +46,7 @@ def flush_open_journals():
         if j.fd is not None: j.flush()
 
 class Journal:
-    "An append-only file of tracking calls, owned (and `flock`ed) by one process; lines are buffered and written by `flush`."
+    "An append-only file of tracking calls, owned (and `flock`ed) by one process; each line is written through, queued in memory only while the disk refuses."
     def __init__(self,
                  folder:str|Path,  # The journal folder, usually `<project>/.mlops/journal`
                  name:str|None=None,  # File stem; default: a new unique name
@@ -60,19 +60,29 @@ class Journal:
         self.written = os.fstat(self.fd).st_size  # bytes on disk
         self.offset = self.written  # bytes journaled: on disk, then in the buffer
         self.max_buffer, self.disk_error = max_buffer, None
-        self._buf, self._lock, self._flush_lock = bytearray(), threading.Lock(), threading.Lock()
+        self._buf, self._lock = bytearray(), threading.Lock()
         _OPEN.add(self)
         if self.offset == 0: self.write_json(op='open', v=2, pid=os.getpid(), host=socket.gethostname(), t=time.time())
 
     def write(self, line:bytes):  # One complete line, newline included
-        "Append `line` to the buffer; return the journal offset just past it."
+        "Append `line` (written through to the file unless the disk refused earlier lines); return the journal offset just past it."
         with self._lock:
             if self.fd is None: raise TrackingError(f"The journal {self.path} is closed.", fix="Start a new run.")
-            if self.disk_error and len(self._buf) > self.max_buffer:
+            self.offset += len(line)
+            if not self._buf:  # the usual case: straight to the page cache, so a SIGKILL a moment later loses nothing
+                try:
+                    n = os.write(self.fd, line); self.written += n
+                    if n == len(line): return self.offset
+                    line = line[n:]
+                except OSError as e:
+                    if e.errno not in _DISK_FULL and e.errno != errno.EIO: self.offset -= len(line); raise
+                    self.disk_error = f"{errno.errorcode.get(e.errno, e.errno)}: {e.strerror}"
+            elif len(self._buf) > self.max_buffer:
+                self.offset -= len(line)
                 raise TrackingError(f"The disk under {self.folder} is full ({self.disk_error}); {len(self._buf)/2**20:.0f} MB of "
                                     "tracking calls are waiting in memory and no more fit.",
                                     fix="Free some space: the waiting calls are written as soon as it can take them.")
-            self._buf += line; self.offset += len(line)
+            self._buf += line  # behind lines the disk refused: in order, for `flush` to write
             return self.offset
 
     def write_json(self, **record):
@@ -80,24 +90,20 @@ class Journal:
         return self.write(json_line(record))
 
     def flush(self):
-        "Write the buffer to the file; `False` (with `disk_error` set, the bytes kept) if the disk refused."
-        with self._flush_lock:
-            with self._lock: buf, self._buf = self._buf, bytearray()
-            if not buf: return True
-            view, done = memoryview(buf), 0
+        "Write what the disk refused before; `False` (with `disk_error` set, the bytes kept, in order) if it still refuses."
+        with self._lock:  # held while writing: a line written through meanwhile would overtake the queued ones
+            if not self._buf: self.disk_error = None; return True
+            view, done = memoryview(self._buf), 0
             try:
-                while done < len(buf): done += os.write(self.fd, view[done:])
-                self.disk_error = None
-                return True
+                while done < len(view): done += os.write(self.fd, view[done:])
             except OSError as e:
                 self.disk_error = f"{errno.errorcode.get(e.errno, e.errno)}: {e.strerror}"
                 if e.errno not in _DISK_FULL and e.errno != errno.EIO: raise
                 return False
             finally:
-                self.written += done
-                if done < len(buf):
-                    with self._lock: self._buf[:0] = view[done:]  # back at the front: order is kept
-                view.release()
+                self.written += done; view.release(); del self._buf[:done]
+            self.disk_error = None
+            return True
 
     @property
     def pending(self):

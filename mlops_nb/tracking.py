@@ -259,8 +259,11 @@ def stop(status:str='FINISHED',  # FINISHED, FAILED or KILLED
             _detach_autolog(status)
         if run.sampler: run.sampler.stop()
         if not run.parent: _log_usage(run, final=True)
-        if getattr(run, 'capture', None): run.capture.finish()
-        if run.cells and run.cells.cells and not run.parent: _record_cells(run)
+        try:  # the context and the cells are files beside the journal: a full disk must not keep the run from ending
+            if getattr(run, 'capture', None): run.capture.finish()
+            if run.cells and run.cells.cells and not run.parent: _record_cells(run)
+        except OSError as e:
+            print(f"mlops_nb: run {run.name or run.rid} ends without its context and cell history ({e.strerror}: {e.filename})", file=sys.stderr)
         run.tracker.record('end', run=run.rid, status=status, t=time.time())
         run.status = status
         if _State.runs and _State.runs[-1] is run: _State.runs.pop()

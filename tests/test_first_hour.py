@@ -98,10 +98,10 @@ def test_a_full_disk_is_a_warning_not_a_crash_and_the_data_lands_when_space_retu
             run = mn.track(experiment='full', name='full', system_metrics=None)
             mn.log_metric('m', -1, step=0)
             mn.sync(60)  # the store exists and has the run: what follows is only journaled
-            with open('filler', 'wb') as f:  # fill the disk
-                try:
-                    while True: f.write(b'x' * 65536); f.flush()
-                except OSError: pass
+            fd = os.open('filler', os.O_WRONLY | os.O_CREAT)  # fill the disk
+            try:
+                while True: os.write(fd, b'x' * 65536)
+            except OSError: os.close(fd)
             for i in range(1, 20001): mn.log_metric('m', i, step=i)
             run.tracker._write()  # what the flusher does every 50 ms
             print('WARNED' if run.tracker.journal.disk_error else 'NOT FULL', flush=True)
