@@ -25,7 +25,8 @@ Exit codes:
   1    an mlops_nb error without a more specific code
   2    bad command line (unknown option, missing argument)
   3    bad setting (see `mlops-nb config`)
-  4    the tracking store cannot be created or reached
+  4    the tracking store cannot be created or reached (`run`: the notebook ran
+       but its outcome could not be recorded; `mlops-nb sync` delivers it later)
   5    an optional dependency is missing
   6    a tracking call cannot be carried out
   7    a notebook run headless stopped at an error
@@ -376,22 +377,22 @@ def shadow_command(model, challenger, data, alias, batch_rows, as_json, project_
 @click.option('--html/--no-html', default=True, show_default=True, help="Also store an HTML rendering.")
 @click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
 @click.option('--force-quota', metavar='REASON', default=None, help="Run even if a quota budget is spent (the reason is recorded).")
+@click.option('--secret', 'secret', multiple=True, metavar='NAME', help="Parameter NAME's value is a secret (repeatable): hidden from all that the run writes or prints.")
 @_project_dir
-def run_command(notebook, params, parameters_file, experiment, output, timeout, name, html, as_json, force_quota, project_dir):
+def run_command(notebook, params, parameters_file, experiment, output, timeout, name, html, as_json, force_quota, secret, project_dir):
     "Execute NOTEBOOK headless with papermill as one tracked run."
     from mlops_nb.pipeline import run_notebook
-    from mlops_nb.params import load_parameter_file, read_parameters, check_parameters
-    from pathlib import Path
+    from mlops_nb.params import load_parameter_file, load_notebook, read_parameters, check_parameters
     s = resolve_settings(project_dir=project_dir)
     given = {}
     if parameters_file:
-        given = check_parameters(read_parameters(Path(notebook)) if Path(notebook).is_file() else {},
-                                 load_parameter_file(parameters_file), Path(notebook).name, from_text=False)
+        spec = read_parameters(load_notebook(notebook))  # a missing or broken notebook is said first, as such
+        given = check_parameters(spec, load_parameter_file(parameters_file), os.path.basename(notebook), from_text=False)
         given = {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in given.items()}
     given |= dict(params)
     try:
         res = run_notebook(notebook, given, experiment, output, timeout, s, name=name, html=html, force_quota=force_quota,
-                           log=None if as_json else (lambda m: click.echo(m, err=True)))
+                           secret=secret, log=None if as_json else (lambda m: click.echo(m, err=True)))
     except KeyboardInterrupt:
         click.echo("Interrupted: the run is marked KILLED; the partly executed notebook is kept.", err=True); return 130
     click.echo(json.dumps(res.to_json(), indent=2, default=str) if as_json else str(res))
@@ -407,17 +408,18 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
 @click.option('--html/--no-html', default=False, show_default=True, help="Also store an HTML rendering of each run.")
 @click.option('--json', 'as_json', is_flag=True, help="Print the summary as JSON.")
 @click.option('--force-quota', metavar='REASON', default=None, help="Run even if a quota budget is spent (the reason is recorded).")
+@click.option('--secret', 'secret', multiple=True, metavar='NAME', help="Parameter NAME's values are secrets (repeatable).")
 @_project_dir
-def sweep_command(notebook, params, workers, experiment, timeout, html, as_json, force_quota, project_dir):
+def sweep_command(notebook, params, workers, experiment, timeout, html, as_json, force_quota, secret, project_dir):
     "Run NOTEBOOK for every combination of parameter values, WORKERS at a time, under one parent run."
     from mlops_nb.pipeline import sweep, grid
-    from mlops_nb.params import read_parameters
-    from pathlib import Path
+    from mlops_nb.params import read_parameters, load_notebook
     s = resolve_settings(project_dir=project_dir)
-    n = len(grid(read_parameters(Path(notebook)), list(params), Path(notebook).name)) if Path(notebook).is_file() else 0
+    n = len(grid(read_parameters(load_notebook(notebook)), list(params), os.path.basename(notebook)))
     with click.progressbar(length=n, label=f"{n} runs, {workers} at a time", file=sys.stderr,
                            item_show_func=lambda r: r and f"{r.status} {' '.join(f'{k}={v}' for k, v in r.parameters.items())}") as bar:
-        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r), html=html, force_quota=force_quota)
+        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r), html=html,
+                    force_quota=force_quota, secret=secret)
     click.echo(json.dumps(dict(parent_run_id=out.parent_run_id, seconds=out.seconds, runs=out.table()), indent=2, default=str)
                if as_json else str(out))
     return 0 if out.ok else 7
@@ -573,10 +575,17 @@ def _run(args, debug):
     except click.exceptions.Abort: click.echo("Aborted.", err=True); return 130
     except MlopsNbError as e:
         if debug: raise
-        click.echo(f"Error: {e}", err=True); return e.exit_code
+        from mlops_nb.redact import redact_text
+        click.echo(redact_text(f"Error: {e}"), err=True); return e.exit_code  # a bad value echoed back may be a secret
     except KeyboardInterrupt: click.echo("Interrupted.", err=True); return 130
     except Exception as e:
         if debug: raise
+        if isinstance(e, OSError) and e.errno is not None:  # a file we were told to read or write: name it, say what the system said
+            where, full = (f" {e.filename!r}" if e.filename else ''), e.errno == 28
+            click.echo(f"Error: cannot {'write' if full or isinstance(e, PermissionError) else 'use'}{where}: {e.strerror}.\n"
+                       f"Fix: {'free some disk space' if full else 'check that the path exists and that you may write there'}, "
+                       "then run the command again.", err=True)
+            return 1
         click.echo(f"Internal error: {type(e).__name__}: {e}\nRerun with `mlops-nb --debug ...` for the traceback "
                    "and report it.", err=True)
         return 70
