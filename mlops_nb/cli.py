@@ -30,7 +30,8 @@ Exit codes:
   5    an optional dependency is missing
   6    a tracking call cannot be carried out
   7    a notebook run headless stopped at an error
-  8    a run cannot be re-created (no recorded context, unknown commit)
+  8    a run cannot be re-created (no recorded context, unknown commit, a
+       secret redacted in a line its uncommitted changes add)
   9    `reproduce`: the run was re-created but its metrics differ
   10   `run`: the notebook stopped at a failed quality gate (GateError)
   11   `run`: the notebook's data did not match the reference schema (SchemaError)
