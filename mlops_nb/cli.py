@@ -120,7 +120,7 @@ def sync_command(project_dir, as_json):
 @click.argument('run_id')
 @_project_dir
 @click.option('--tolerance', type=float, default=1e-9, show_default=True, help="Relative and absolute tolerance for metric values.")
-@click.option('--timeout', type=float, default=None, help="Seconds a notebook cell may run [default: no limit].")
+@click.option('--timeout', type=click.FloatRange(0, min_open=True), default=None, help="Seconds a notebook cell may run [default: no limit].")
 @click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
 def reproduce_command(run_id, project_dir, tolerance, timeout, as_json):
     "Re-run RUN_ID's notebook from its recorded commit, changes, parameters and data; compare every metric."
@@ -224,7 +224,7 @@ def quota_usage_command(pipeline, experiment, since, as_json, project_dir):
 @quota_group.command('estimate', epilog=EXIT_CODES)
 @click.argument('notebook', type=click.Path(dir_okay=False))
 @click.option('-p', '--parameter', 'params', nargs=2, multiple=True, metavar='NAME VALUE', help="A parameter of the planned run (repeatable).")
-@click.option('--rows', type=int, default=None, help="Rows of data the planned run will process.")
+@click.option('--rows', type=click.IntRange(0), default=None, help="Rows of data the planned run will process.")
 @click.option('--rps', type=float, default=None, help="Also estimate serving this many requests a second (from this pipeline's cost per row).")
 @click.option('--json', 'as_json', is_flag=True, help="Print as JSON.")
 @_project_dir
@@ -261,13 +261,18 @@ def quota_alerts_command(retry, project_dir):
 # %% ../nbs/04_cli.ipynb #c575a727
 _as_option = click.option('--as', 'as_', default=None, metavar='WHO', help="Who is acting [default: git user.name <user.email>, else user@host].")
 
+def _expected_version(ctx, param, value):
+    "`--expect`: a version number (`3`, `v3`) or `none`."
+    if value is None or str(value).strip().lower() in ('none', '-') or str(value).strip().lstrip('vV').isdigit(): return value
+    raise click.BadParameter(f"{value!r} is not a version: pass a number such as 3 (or v3), or `none` for an alias at no version.")
+
 @cli.command('promote', epilog=EXIT_CODES)
 @click.argument('model')
 @click.option('--to', 'to', required=True, help="The alias to move, e.g. champion.")
 @click.option('--gate', 'gates', multiple=True, metavar='GATE', help="A gate on top of the alias's configured ones (repeatable): auc>=0.9, auc>=champion+0.01, drift, data.")
 @click.option('--approve', default=None, metavar='REASON', help="Approve this version for the alias as you promote it.")
 @click.option('--reason', default='', help="Why: recorded with the promotion.")
-@click.option('--expect', default=None, metavar='VERSION', help="Refuse unless the alias is at this version now (`none`: at no version).")
+@click.option('--expect', default=None, metavar='VERSION', callback=_expected_version, help="Refuse unless the alias is at this version now (`none`: at no version).")
 @_as_option
 @click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
 @_project_dir
@@ -373,7 +378,7 @@ def shadow_command(model, challenger, data, alias, batch_rows, as_json, project_
 @click.option('-f', '--parameters-file', type=click.Path(dir_okay=False), help="A YAML file of parameters (-p wins).")
 @click.option('--experiment', '-e', default=None, help="Experiment of the run [default: setting experiment].")
 @click.option('--output', '-o', type=click.Path(dir_okay=False), default=None, help="Where the executed notebook goes [default: .mlops/runs/].")
-@click.option('--timeout', type=float, default=None, help="Seconds a cell may run [default: no limit].")
+@click.option('--timeout', type=click.FloatRange(0, min_open=True), default=None, help="Seconds a cell may run [default: no limit].")
 @click.option('--name', '-n', default=None, help="Run name [default: the notebook's name].")
 @click.option('--html/--no-html', default=True, show_default=True, help="Also store an HTML rendering.")
 @click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
@@ -405,7 +410,7 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
               help="Comma-separated values of a parameter (repeatable); every combination runs.")
 @click.option('--workers', '-w', type=int, default=2, show_default=True, help="Notebooks run at a time.")
 @click.option('--experiment', '-e', default=None, help="Experiment of the runs [default: setting experiment].")
-@click.option('--timeout', type=float, default=None, help="Seconds a cell may run [default: no limit].")
+@click.option('--timeout', type=click.FloatRange(0, min_open=True), default=None, help="Seconds a cell may run [default: no limit].")
 @click.option('--html/--no-html', default=False, show_default=True, help="Also store an HTML rendering of each run.")
 @click.option('--json', 'as_json', is_flag=True, help="Print the summary as JSON.")
 @click.option('--force-quota', metavar='REASON', default=None, help="Run even if a quota budget is spent (the reason is recorded).")
@@ -576,8 +581,8 @@ def _run(args, debug):
     except click.exceptions.Abort: click.echo("Aborted.", err=True); return 130
     except MlopsNbError as e:
         if debug: raise
-        from mlops_nb.redact import redact_text
-        click.echo(redact_text(f"Error: {e}"), err=True); return e.exit_code  # a bad value echoed back may be a secret
+        from mlops_nb.redact import hide_known
+        click.echo(hide_known(f"Error: {e}"), err=True); return e.exit_code  # a bad value echoed back may be a known secret
     except KeyboardInterrupt: click.echo("Interrupted.", err=True); return 130
     except Exception as e:
         if debug: raise

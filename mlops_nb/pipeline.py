@@ -336,8 +336,8 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
                  secret:list|tuple=()):  # Names of parameters whose values are secrets, whatever their names say
     "Execute `notebook` headless as one tracked run; return a `RunResult` (failures included)."
     s = settings or resolve_settings()
+    nb = load_notebook(notebook)  # names the notebook as given
     nb_path = Path(notebook).expanduser().resolve()
-    nb = load_notebook(nb_path)
     spec = read_parameters(nb)
     params = check_parameters(spec, dict(parameters or {}), nb_path.name, from_text)
     unknown = [k for k in secret if k not in spec]
@@ -459,7 +459,9 @@ def grid(spec:dict, given:list, notebook:str='the notebook'):  # From `read_para
     import itertools
     values = {}
     for name, text in given:
-        for v in split_values(text): values.setdefault(name, []).append(v)
+        vs = split_values(text)
+        if not vs: raise ParameterError(f"-p {name} {text!r} gives no values.", fix=f"Pass comma-separated values, e.g. `-p {name} 0.01,0.1`.")
+        for v in vs: values.setdefault(name, []).append(v)
     typed = {k: [check_parameters(spec, {k: v}, notebook)[k] for v in vs] for k, vs in values.items()}
     return [dict(zip(typed, combo)) for combo in itertools.product(*typed.values())]
 
@@ -504,7 +506,7 @@ def sweep(notebook:str|Path,  # The notebook
     if workers < 1: raise ParameterError(f"--workers {workers} is not a positive number.", fix="Pass --workers 1 or more.")
     s = settings or resolve_settings()
     nb_path = Path(notebook).expanduser().resolve()
-    combos = grid(read_parameters(load_notebook(nb_path)), given, nb_path.name)
+    combos = grid(read_parameters(load_notebook(notebook)), given, nb_path.name)
     red = Redactor(enabled=s.redact_secrets)
     for combo in combos: red.add_params(combo, secret)
     c = open_client(s)

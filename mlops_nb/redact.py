@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/redact.html.md"""
 
 # %% auto #0
 __all__ = ['REDACTED', 'SECRETS_ENV', 'is_secret_name', 'is_secret_value', 'remember', 'known_secrets', 'redact_text',
-           'redact_value', 'redact_argv', 'redact_env', 'Redactor', 'redact_diff']
+           'hide_known', 'redact_value', 'redact_argv', 'redact_env', 'Redactor', 'redact_diff']
 
 # %% ../nbs/10_redact.ipynb #eb43d46a
 import json, math, os, re
@@ -133,6 +133,10 @@ def redact_text(text:str,  # Anything: a command line, a diff, a notebook's JSON
     def _shape(m): remember(m.group(0)); return REDACTED
     text = _TOKEN_RE.sub(_shape, text)
     return _replace_known(text, known_secrets(env))
+
+def hide_known(text:str):  # A message about to be printed
+    "`text` with the secrets known to this process (remembered, or in the environment) replaced by `***`, nothing else changed."
+    return _replace_known(text, known_secrets()) if isinstance(text, str) and text else text
 
 def _replace_known(text, values):
     "`text` with each of `values` (longest first), and its JSON-escaped form, replaced by `***`."
