@@ -320,6 +320,19 @@ def _make_folder(folder, what):
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ParameterError(f"The {what} folder {str(folder)!r} is not writable.", fix="Pass a folder you can write to (--output), or fix its permissions.")
 
+def _check_artifact_root(s):
+    "A local `artifact_root` that cannot be made or written is a bad setting (exit 3), said before any kernel starts."
+    from .config import ConfigError
+    root = s.artifact_root
+    if '://' in root and not root.startswith('file://'): return
+    path = Path(root[7:] if root.startswith('file://') else root)
+    why = None
+    try: path.mkdir(parents=True, exist_ok=True)
+    except OSError as e: why = e.strerror
+    if why is None and not os.access(path, os.W_OK | os.X_OK): why = 'not writable'
+    if why: raise ConfigError(f"Bad setting `artifact_root` = {root!r} (from {s.sources.get('artifact_root', 'default')}): {why}.",
+                              fix="Point it at a folder you can write to (MLOPS_NB_ARTIFACT_ROOT or `artifact_root` in [tool.mlops_nb]), or unset it for .mlops/artifacts.")
+
 def run_notebook(notebook:str|Path,  # The notebook to execute
                  parameters:dict|None=None,  # Name -> value (strings are converted to the parameter's type)
                  experiment:str|None=None,  # Experiment of the run; default: setting `experiment`
@@ -348,6 +361,7 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
     name = name or nb_path.stem
     out = _output_path(output, name, s)
     _make_folder(out.parent, 'output')
+    _check_artifact_root(s)
     try: import papermill, nbformat  # before any thread imports MLflow: two threads importing shared modules can collide
     except ImportError:
         import importlib.util

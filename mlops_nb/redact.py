@@ -9,7 +9,7 @@ __all__ = ['REDACTED', 'SECRETS_ENV', 'is_secret_name', 'is_secret_value', 'reme
            'hide_known', 'redact_value', 'redact_argv', 'redact_env', 'Redactor', 'redact_diff']
 
 # %% ../nbs/10_redact.ipynb #eb43d46a
-import json, math, os, re
+import functools, json, math, os, re
 
 # %% ../nbs/10_redact.ipynb #93d001e4
 REDACTED = '***'
@@ -35,6 +35,10 @@ _ABOUT_FIRST = {'max', 'min', 'num', 'n', 'use', 'has', 'no', 'is'}
 
 def is_secret_name(name:str):  # A param, tag, flag, variable or environment variable name
     "True if `name` says its value is a secret (`password`, `api_key`, `AWS_SECRET_ACCESS_KEY`, `--auth-token`)."
+    return _secret_name(str(name))
+
+@functools.lru_cache(maxsize=4096)  # a notebook's JSON asks about the same few names thousands of times
+def _secret_name(name):
     if str(name).upper() in _NOT_SECRETS: return False
     ws = _words(str(name).rsplit('.', 1)[-1])  # a dotted name is judged by its last part: `ServerApp.token`
     if len(ws) > 1 and (ws[-1] in _ABOUT or ws[0] in _ABOUT_FIRST): return False
@@ -100,11 +104,14 @@ def known_secrets(env:dict|None=None):  # Environment to harvest; default `os.en
     return _Known.values
 
 # %% ../nbs/10_redact.ipynb #3f3fa275
-_NAME = r'[A-Za-z_][\w.\-]*'
-_URL_CREDS = re.compile(r'(\b[A-Za-z][A-Za-z0-9+.\-]*://)([^\s/@:"\'\\]+)(?::([^\s/@"\'\\]*))?@')
-_FLAG = re.compile(r'(?<![\w-])(--?' + _NAME + r')(=|\s+)(?!-)("[^"]*"|\'[^\']*\'|[^\s"\']+)')
-_QUOTED = re.compile(r'(["\']?)(' + _NAME + r')\1(\s*(?::|=|:=)\s*)(\\*)(["\'])(.*?)\4\5')
-_PAIR = re.compile(r'(\\*["\'])(' + _NAME + r')\1(\s*\]?\s*(?:,|:|=|:=)\s*)(\\*)(["\'])(.*?)\4\5')  # ('password', 'x'), ['KEY'] = 'x'
+# Every repeat is bounded and every name starts at a word's start, so the patterns take linear time: a cell printing
+# 400 KB on one line must not take hours to redact (unbounded, `_QUOTED` is quadratic in the length of a word).
+_NAME = r'[A-Za-z_][\w.\-]{0,100}'
+_VALUE = r'.{0,1000}?'  # a secret is shorter than this (`is_secret_value` stops at 512)
+_URL_CREDS = re.compile(r'(\b[A-Za-z][A-Za-z0-9+.\-]{0,30}://)([^\s/@:"\'\\]{1,1000})(?::([^\s/@"\'\\]{0,1000}))?@')
+_FLAG = re.compile(r'(?<![\w-])(--?' + _NAME + r')(=|\s{1,10})(?!-)("[^"]{0,1000}"|\'[^\']{0,1000}\'|[^\s"\']{1,1000})')
+_QUOTED = re.compile(r'(?<![\w.\-])(["\']?)(' + _NAME + r')\1(\s{0,10}(?::|=|:=)\s{0,10})(\\{0,8})(["\'])(' + _VALUE + r')\4\5')
+_PAIR = re.compile(r'(\\{0,8}["\'])(' + _NAME + r')\1(\s{0,10}\]?\s{0,10}(?:,|:|=|:=)\s{0,10})(\\{0,8})(["\'])(' + _VALUE + r')\4\5')  # ('password', 'x'), ['KEY'] = 'x'
 _SHELL = re.compile(r'(?<![\w.])([A-Z][A-Z0-9_]*)(=)(?![\s"\'(\\])([^\s"\'&;|()\[\]]+)(?=$|[\s;&|])', re.M)
 
 def _url_sub(m):
@@ -217,7 +224,10 @@ class Redactor:
     def text(self, text):  # Anything printed or written
         "`text` with every secret of the run and of the process, and every credential shape, replaced by `***`."
         if not self.enabled or not isinstance(text, str) or not text: return text
-        return _replace_known(redact_text(text, self.env), self.values)
+        key = (len(self.values), len(_Known.values))  # papermill saves the whole notebook after every cell: redact each string once
+        if getattr(self, '_key', None) != key: self._memo, self._key = {}, key
+        if (done := self._memo.get(text)) is None: done = self._memo[text] = _replace_known(redact_text(text, self.env), self.values)
+        return done
 
     def tree(self, x, skip:tuple=()):  # A JSON-like tree; keys in `skip` keep their values as they are
         "Every string in `x`, dict keys included, through `text` (two keys redacted alike stay apart: `***`, `*** (2)`)."
