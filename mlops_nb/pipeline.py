@@ -115,7 +115,8 @@ class RunResult:
         return _error_codes().get(self.error_name, NotebookRunError.exit_code)
     def to_json(self): return {k: getattr(self, k) for k in ('notebook', 'status', 'run_id', 'output', 'seconds', 'parameters', 'error', 'error_name', 'exit_code', 'recorded', 'metrics')}
     def __str__(self):
-        lines = [f"{self.status:<9} {self.notebook}  run {self.run_id or '(none)'}  {self.seconds:.1f} s"]
+        status = self.status if self.recorded else f"{self.status} (NOT RECORDED)"
+        lines = [f"{status:<9} {self.notebook}  run {self.run_id or '(none)'}  {self.seconds:.1f} s"]
         if self.metrics: lines.append('  ' + '  '.join(f"{k}={_fmt(v)}" for k, v in sorted(self.metrics.items()) if not k.startswith(('system/', 'pipeline/', 'usage/'))))
         if self.error: lines.append(f"  error: {self.error}")
         if self.output: lines.append(f"  executed notebook: {self.output}")
