@@ -143,18 +143,30 @@ def diff_command(run_a, run_b, project_dir, as_json):
     click.echo(json.dumps(d.to_json(), indent=2, default=str) if as_json else str(d))
 
 # %% ../nbs/04_cli.ipynb #56fcba29
+def _output_file(ctx, param, value):
+    "A file option we will write (`--html`, `--output`): checked before any work, so a bad one costs nothing."
+    if value is None: return value
+    from pathlib import Path
+    p = Path(value).expanduser()
+    if p.is_dir(): raise click.BadParameter(f"{value!r} is a folder; pass a file name in it.")
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent: folder = folder.parent  # the folders we would make start here
+    if not folder.is_dir(): raise click.BadParameter(f"{value!r} cannot be written: {str(folder)!r} is a file, not a folder.")
+    if not os.access(folder, os.W_OK | os.X_OK): raise click.BadParameter(f"{value!r} cannot be written: the folder {str(folder)!r} is not writable.")
+    return value
+
 @cli.command('drift', epilog=EXIT_CODES)
 @click.argument('reference')
 @click.argument('current')
 @click.option('--fail-on', type=click.Choice(['drift', 'minor', 'never']), default='drift', show_default=True,
               help="Exit 13 on this verdict or worse (`minor`: any significant change).")
 @click.option('--json', 'as_json', is_flag=True, help="Print the report as JSON.")
-@click.option('--html', 'html_path', type=click.Path(dir_okay=False), default=None, help="Also write a standalone HTML report here.")
+@click.option('--html', 'html_path', type=click.Path(dir_okay=False), default=None, callback=_output_file, help="Also write a standalone HTML report here.")
 @click.option('--prediction', multiple=True, help="A column of model predictions (repeatable).")
 @click.option('--label', multiple=True, help="A column of labels (repeatable); may be missing from CURRENT.")
 @click.option('--column', '-c', 'columns', multiple=True, help="Compare only this column (repeatable).")
 @click.option('--alpha', type=float, default=None, help="Family-wise error rate [default: setting drift.alpha, 0.05].")
-@click.option('--save-profile', type=click.Path(dir_okay=False), default=None, help="Save CURRENT's profile here (a later reference).")
+@click.option('--save-profile', type=click.Path(dir_okay=False), default=None, callback=_output_file, help="Save CURRENT's profile here (a later reference).")
 @_project_dir
 def drift_command(reference, current, fail_on, as_json, html_path, prediction, label, columns, alpha, save_profile, project_dir):
     "Compare CURRENT data with REFERENCE data column by column; exit 13 on drift."
@@ -177,7 +189,7 @@ def drift_command(reference, current, fail_on, as_json, html_path, prediction, l
 
 @cli.command('profile', epilog=EXIT_CODES)
 @click.argument('data', type=click.Path(exists=True))
-@click.option('--output', '-o', type=click.Path(dir_okay=False), required=True, help="The profile file to write (.json).")
+@click.option('--output', '-o', type=click.Path(dir_okay=False), required=True, callback=_output_file, help="The profile file to write (.json).")
 @click.option('--like', type=click.Path(exists=True, dir_okay=False), default=None, help="Take column kinds from this profile.")
 @click.option('--name', default=None, help="A name for the data [default: the file name].")
 def profile_command(data, output, like, name):

@@ -296,7 +296,8 @@ def _quota_guard(s, pipeline, force):
 # %% ../nbs/14_pipeline.ipynb #c95e04f4
 def _file_name(name:str):  # A run name
     "`name` as a file name inside `.mlops/runs/`: no folder, no `..`, nothing but letters, digits, `_`, `-` and `.` (slugged, not refused)."
-    slug = re.sub(r'[^\w.\-]+', '-', str(name)).strip('.-')[:80]
+    parts = [x for x in re.split(r'[/\\]+', str(name)) if x not in ('', '.', '..')]  # `a/../../b` -> `a-b`
+    slug = re.sub(r'[^\w.\-]+', '-', '-'.join(parts)).strip('.-')[:80]
     return slug or 'run'
 
 def _output_path(output, name, s):
