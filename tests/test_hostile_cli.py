@@ -129,12 +129,12 @@ def test_init_on_a_broken_pyproject_writes_nothing(hostile, cache_dir):
 # -- the few cases that start a kernel ---------------------------------------------------------------------------------------
 def test_a_run_name_never_leaves_the_project(project, cache_dir):
     (project/'ok.ipynb').write_text(json.dumps(NOTEBOOK))
-    for name in ('../../escape', '/etc/x', 'a/../../b'):
+    for name in ('../../escape', '/etc/x'):  # more shapes: the unit test under `_file_name` in nbs/14_pipeline.ipynb
         r = mlops_nb_cli('run', 'ok.ipynb', '--name', name, '--no-html', '--json', cwd=project, timeout=240)
         assert r.returncode == 0, r.stderr
         out = Path(json.loads(r.stdout)['output'])
         assert out.parent == project/'.mlops'/'runs' and '/' not in out.name and '..' not in out.name, out  # slugged
-    assert sorted(p.name.rsplit('-', 2)[0] for p in (project/'.mlops'/'runs').glob('*.ipynb')) == ['a-b', 'escape', 'etc-x']
+    assert sorted(p.name.rsplit('-', 2)[0] for p in (project/'.mlops'/'runs').glob('*.ipynb')) == ['escape', 'etc-x']
     assert not (project.parent.parent/'escape-').exists() and not list(project.parent.parent.glob('escape*'))
 
 
