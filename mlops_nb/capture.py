@@ -6,8 +6,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/capture.html.md"""
 
 # %% auto #0
 __all__ = ['strip_url_credentials', 'capture_git', 'local_modules', 'installed_packages', 'requirements_lock',
-           'capture_environment', 'seed', 'seed_calls', 'fingerprint', 'track_data', 'papermill_parameters',
-           'capture_context', 'context_tags', 'RunCapture']
+           'capture_environment', 'seed', 'seed_calls', 'fingerprint', 'track_data', 'check_artifact_path',
+           'papermill_parameters', 'capture_context', 'context_tags', 'RunCapture']
 
 # %% ../nbs/11_capture.ipynb #868a5d3f
 import ast, hashlib, json, os, platform, re, subprocess, sys, tempfile, threading, time
@@ -287,6 +287,18 @@ def _attach_data(run, rec):
         run.usage['data_rows'] += rec.get('rows') or 0; run.usage['data_mb'] += (rec.get('bytes') or 0)/2**20
     for k in ('fingerprint', 'role', 'rows', 'source', 'profile'):
         if kept.get(k) is not None: tracking.set_tag(f"mlops_nb.data.{rec['name']}.{k}", kept[k], run=run)
+
+# %% ../nbs/11_capture.ipynb #c766dc67
+def check_artifact_path(path:str|None):  # Folder of a run's artifacts an artifact goes to, e.g. `plots/eval`
+    "`path` as a clean relative artifact folder (`None` for the top); `TrackingError` for one that leaves the run (`..`, `/x`)."
+    if path is None or str(path).strip() in ('', '.'): return None
+    import posixpath
+    p = str(path).replace('\\', '/')
+    norm = posixpath.normpath(p)
+    if p.startswith('/') or norm == '..' or norm.startswith('../') or re.match(r'^[A-Za-z]:', p) or '\0' in p:
+        raise TrackingError(f"Artifact path {str(path)!r} leaves the run's artifacts.",
+                            fix="Pass a folder relative to the run's artifacts, e.g. `plots` or `eval/plots`, without `..` or a leading `/`.")
+    return norm
 
 # %% ../nbs/11_capture.ipynb #0c879871
 def papermill_parameters(user_ns:dict|None):  # The kernel namespace (its `In` holds the cells run so far)

@@ -21,11 +21,12 @@ REMOTE_PW = 'planted-remote-pass-4242'
 PASSWORD = 'planted-password-hunter2-8086'
 OPENAI_KEY = 'sk-proj-' + 'PlantedOpenAIKey0123456789abcdefXYZ'
 VIA_VARIABLE = 'planted-db-password-via-variable-3131'  # in a cell only as `pw = '...'`: known as a secret when logged
+JWT_COLUMN = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJpbnRlcmFjdGl2ZSJ9.' + 'SW50ZXJhY3RpdmVDb2x1bW4'  # a DataFrame column name
 assert len(ENV_TOKEN) == 40
 
 SCRIPT_SECRETS = dict(env_token=ENV_TOKEN, cli_api_key=CLI_API_KEY, remote_password=REMOTE_PW, password_param=PASSWORD)
 NB_SECRETS = dict(env_token=ENV_TOKEN, papermill_api_key=NB_API_KEY, remote_password=REMOTE_PW, password_param=PASSWORD,
-                  openai_key_in_cell=OPENAI_KEY, password_via_variable=VIA_VARIABLE)
+                  openai_key_in_cell=OPENAI_KEY, password_via_variable=VIA_VARIABLE, jwt_column=JWT_COLUMN)
 REMOTE = f'https://ann:{REMOTE_PW}@github.com/org/repo.git'
 CLEAN_REMOTE = 'https://github.com/org/repo.git'
 
@@ -165,6 +166,7 @@ def _notebook(with_secrets):
                "import time; time.sleep(0 if _cap is not None else 2)", [])]
     if with_secrets: cells.append((f"print(OPENAI_API_KEY)\nmn.log_param('password', '{PASSWORD}')\n"
                                    f"pw = '{VIA_VARIABLE}'\nmn.log_param('db_password', pw)", []))
+    if with_secrets: cells.append((f"import pandas as pd\nmn.track_data(pd.DataFrame({{'{JWT_COLUMN}': [1, 2], 'age': [3, 4]}}), name='users')", []))
     cells += [("mn.log_param('lr', 0.1)\nmn.log_metric('m', 1.0)", []), ("%mlops stop", [])]
     return dict(nbformat=4, nbformat_minor=5,
                 metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
