@@ -207,7 +207,8 @@ class Redactor:
         for k, v in params.items():
             s = v if isinstance(v, str) else json.dumps(v, default=str)
             if k in secret or (is_secret_name(k) and not _PLAIN.fullmatch(s)) or is_secret_value(s): self.add(s)
-            for m in _URL_CREDS.finditer(s): _url_sub(m); self.add(m.group(3)) if m.group(3) else None
+            for m in _URL_CREDS.finditer(s):
+                if m.group(3): self.add(m.group(3))  # the password of `scheme://user:PASSWORD@host`
         return self
 
     def param(self, name:str, value):  # A param as logged: its name and value
@@ -218,8 +219,11 @@ class Redactor:
 
     def params(self, params:dict):  # Name -> value
         "`params` as they may be shown: secret values replaced by `***`, the rest as given."
-        return {k: (self.param(k, v) if self.param(k, v) != (v if isinstance(v, str) else json.dumps(v, default=str)) else v)
-                for k, v in params.items()}
+        out = {}
+        for k, v in params.items():
+            shown = self.param(k, v)
+            out[k] = v if shown == (v if isinstance(v, str) else json.dumps(v, default=str)) else shown  # typed values stay typed
+        return out
 
     def text(self, text):  # Anything printed or written
         "`text` with every secret of the run and of the process, and every credential shape, replaced by `***`."
