@@ -51,7 +51,7 @@ def parameters_cell(nb:dict):  # A notebook as loaded JSON
 
 def load_notebook(path:str|Path):  # The `.ipynb` file
     "The notebook at `path` as JSON; `NotebookRunError` naming the file and what is wrong (missing, empty, not JSON, not a notebook)."
-    from .errors import NotebookRunError
+    from mlops_nb.errors import NotebookRunError
     p, fix = Path(path).expanduser(), "Pass the path of a Jupyter notebook (.ipynb), e.g. one saved by JupyterLab."
     if not str(path).strip(): raise NotebookRunError(f"No notebook given: the path is {str(path)!r}.", fix="Pass the path of an existing .ipynb file.")
     if p.is_dir(): raise NotebookRunError(f"{str(path)!r} is a folder, not a notebook.", fix=fix)
@@ -105,7 +105,7 @@ def _yaml(s):
 def coerce(p:Parameter, value, from_text:bool=True):  # The parameter; the value; whether it came from the command line
     "`value` converted to `p`'s type; `ParameterError` naming the expected type if it does not fit."
     def bad():
-        from .redact import is_secret_name
+        from mlops_nb.redact import is_secret_name
         shown, default = ('***', '***') if is_secret_name(p.name) else (repr(value), repr(p.default))  # never echo a secret
         return ParameterError(f"Parameter `{p.name}` = {shown} is not {_a(p.type)} (its default is {default}).",
                               fix=f"Pass {_a(p.type)}, e.g. `-p {p.name} {json.dumps(p.default) if p.default is not None and default != '***' else '...'}`.")

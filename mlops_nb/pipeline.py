@@ -324,7 +324,7 @@ def _make_folder(folder, what):
 
 def _check_artifact_root(s):
     "A local `artifact_root` that cannot be made or written is a bad setting (exit 3), said before any kernel starts."
-    from .config import ConfigError
+    from mlops_nb.config import ConfigError
     root = s.artifact_root
     if '://' in root and not root.startswith('file://'): return
     path = Path(root[7:] if root.startswith('file://') else root)
