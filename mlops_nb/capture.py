@@ -14,7 +14,7 @@ import ast, hashlib, json, os, platform, re, subprocess, sys, tempfile, threadin
 from pathlib import Path
 
 from .errors import TrackingError
-from .redact import redact_text, redact_argv, redact_env
+from .redact import Redactor, redact_text, redact_argv, redact_env, redact_diff
 
 # %% ../nbs/11_capture.ipynb #56fc6578
 def _git(root, *args):
@@ -273,15 +273,21 @@ def _profilable(path):
     from mlops_nb.profiles import _reader
     return _reader(Path(path)) is not None
 
+_SKETCHES = ('kll', 'items', 'hll')  # a profile's sketches: serialized bytes, base64, no text to redact
+
 def _attach_data(run, rec):
     from mlops_nb import tracking
     cap, prof = getattr(run, 'capture', None), rec.get('profile')
     kept = {k: v for k, v in rec.items() if k != 'profile'}
+    red = Redactor(enabled=run.tracker.settings.redact_secrets)  # column names may be secrets (a token used as a key)
+    if isinstance(kept.get('columns'), dict): kept['columns'] = red.tree(kept['columns'])
     if prof is not None:
-        from mlops_nb.profiles import profile_artifact, save_profile
+        from mlops_nb.profiles import profile_artifact, profile_to_dict
         with tempfile.TemporaryDirectory() as d:  # the tracker copies it at once
             art = profile_artifact(rec['name'])
-            tracking.log_artifact(save_profile(prof, Path(d)/Path(art).name), str(Path(art).parent), run=run)
+            f = Path(d)/Path(art).name
+            f.write_text(json.dumps(red.tree(profile_to_dict(prof), skip=_SKETCHES), separators=(',', ':')), encoding='utf-8')
+            tracking.log_artifact(f, str(Path(art).parent), run=run)
         kept['profile'] = art
     if cap is not None: cap.data[rec['name']] = kept
     if getattr(run, 'usage', None) is not None:  # the data a run processed, for quota accounting and estimates
@@ -328,7 +334,8 @@ def capture_context(settings,  # Resolved settings (`project_dir`, `env_allowlis
     code = dict(git=None, modules=local_modules(git['root'] if git else settings.project_dir))
     if git:
         files = {k: (R(v.decode('utf-8')).encode('utf-8') if _is_text(v) else v) for k, v in git.pop('untracked').items()}
-        git['diff'] = R(git['diff']); git['remote'] = R(git['remote']) if git['remote'] else None
+        git['diff'], git['redacted_lines'] = redact_diff(git['diff'], R) if redact else (git['diff'], [])
+        git['remote'] = R(git['remote']) if git['remote'] else None
         code['git'] = git | dict(untracked=sorted(files))
     nb = None
     if notebook:
@@ -357,11 +364,13 @@ def _redact_param(k, v, env):
     return v if not isinstance(v, str) and r == json.dumps(v) else r
 
 def _redact_tree(x):
-    "Every string in a JSON-like tree through `redact_text`."
-    if isinstance(x, str): return redact_text(x)
-    if isinstance(x, dict): return {k: _redact_tree(v) for k, v in x.items()}
-    if isinstance(x, list): return [_redact_tree(v) for v in x]
-    return x
+    "Every string in a JSON-like tree, dict keys included, through the one redaction pass (`Redactor.tree`)."
+    return Redactor().tree(x)
+
+def _merge_lines(a, b):
+    "Two lists of redacted diff lines as one, each line once."
+    seen = {json.dumps(x, sort_keys=True) for x in a}
+    return a + [x for x in b if json.dumps(x, sort_keys=True) not in seen]
 
 def _short(text): return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -423,11 +432,17 @@ class RunCapture:
 
     def _redact_again(self):
         "Redact the context and the staged files again with every secret learned since the start (a `log_param('password', ...)`)."
+        git = (self.context.get('code') or {}).get('git') or {}
+        diff, lines = git.pop('diff', None), git.pop('redacted_lines', [])
         self.context = _redact_tree(self.context)
+        if diff is not None:  # a diff line by line, so no line without a secret changes; and which lines did
+            diff, more = redact_diff(diff)
+            git = self.context['code']['git']
+            git['diff'], git['redacted_lines'] = diff, _merge_lines(lines, more)
         start = self.stage/'context-start'/'context.json'  # journaled at start; rewritten, so no copy keeps the secret
         if start.exists(): start.write_text(json.dumps(self.context, indent=1, default=str, sort_keys=True))
         for f, dest in getattr(self, '_staged', []):
-            old = f.read_text(encoding='utf-8'); new = redact_text(old)
+            old = f.read_text(encoding='utf-8'); new = redact_diff(old)[0] if f.name == 'git.diff' else redact_text(old)
             if new != old: f.write_text(new, encoding='utf-8'); self.run.tracker.record('artifact', run=self.run.rid, path=str(f), dest=dest)
 
     def finish(self, timeout:float=30):  # Seconds to wait for the start-up capture

@@ -25,11 +25,13 @@ Exit codes:
   1    an mlops_nb error without a more specific code
   2    bad command line (unknown option, missing argument)
   3    bad setting (see `mlops-nb config`)
-  4    the tracking store cannot be created or reached
+  4    the tracking store cannot be created or reached (`run`: the notebook ran
+       but its outcome could not be recorded; `mlops-nb sync` delivers it later)
   5    an optional dependency is missing
   6    a tracking call cannot be carried out
   7    a notebook run headless stopped at an error
-  8    a run cannot be re-created (no recorded context, unknown commit)
+  8    a run cannot be re-created (no recorded context, unknown commit, a
+       secret redacted in a line its uncommitted changes add)
   9    `reproduce`: the run was re-created but its metrics differ
   10   `run`: the notebook stopped at a failed quality gate (GateError)
   11   `run`: the notebook's data did not match the reference schema (SchemaError)
@@ -154,7 +156,7 @@ def status_command(project_dir, as_json):
 @click.argument('run_id')
 @_project_dir
 @click.option('--tolerance', type=float, default=1e-9, show_default=True, help="Relative and absolute tolerance for metric values.")
-@click.option('--timeout', type=float, default=None, help="Seconds a notebook cell may run [default: no limit].")
+@click.option('--timeout', type=click.FloatRange(0, min_open=True), default=None, help="Seconds a notebook cell may run [default: no limit].")
 @click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
 def reproduce_command(run_id, project_dir, tolerance, timeout, as_json):
     "Re-run RUN_ID's notebook from its recorded commit, changes, parameters and data; compare every metric."
@@ -177,18 +179,30 @@ def diff_command(run_a, run_b, project_dir, as_json):
     click.echo(json.dumps(d.to_json(), indent=2, default=str) if as_json else str(d))
 
 # %% ../nbs/04_cli.ipynb #56fcba29
+def _output_file(ctx, param, value):
+    "A file option we will write (`--html`, `--output`): checked before any work, so a bad one costs nothing."
+    if value is None: return value
+    from pathlib import Path
+    p = Path(value).expanduser()
+    if p.is_dir(): raise click.BadParameter(f"{value!r} is a folder; pass a file name in it.")
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent: folder = folder.parent  # the folders we would make start here
+    if not folder.is_dir(): raise click.BadParameter(f"{value!r} cannot be written: {str(folder)!r} is a file, not a folder.")
+    if not os.access(folder, os.W_OK | os.X_OK): raise click.BadParameter(f"{value!r} cannot be written: the folder {str(folder)!r} is not writable.")
+    return value
+
 @cli.command('drift', epilog=EXIT_CODES)
 @click.argument('reference')
 @click.argument('current')
 @click.option('--fail-on', type=click.Choice(['drift', 'minor', 'never']), default='drift', show_default=True,
               help="Exit 13 on this verdict or worse (`minor`: any significant change).")
 @click.option('--json', 'as_json', is_flag=True, help="Print the report as JSON.")
-@click.option('--html', 'html_path', type=click.Path(dir_okay=False), default=None, help="Also write a standalone HTML report here.")
+@click.option('--html', 'html_path', type=click.Path(dir_okay=False), default=None, callback=_output_file, help="Also write a standalone HTML report here.")
 @click.option('--prediction', multiple=True, help="A column of model predictions (repeatable).")
 @click.option('--label', multiple=True, help="A column of labels (repeatable); may be missing from CURRENT.")
 @click.option('--column', '-c', 'columns', multiple=True, help="Compare only this column (repeatable).")
 @click.option('--alpha', type=float, default=None, help="Family-wise error rate [default: setting drift.alpha, 0.05].")
-@click.option('--save-profile', type=click.Path(dir_okay=False), default=None, help="Save CURRENT's profile here (a later reference).")
+@click.option('--save-profile', type=click.Path(dir_okay=False), default=None, callback=_output_file, help="Save CURRENT's profile here (a later reference).")
 @_project_dir
 def drift_command(reference, current, fail_on, as_json, html_path, prediction, label, columns, alpha, save_profile, project_dir):
     "Compare CURRENT data with REFERENCE data column by column; exit 13 on drift."
@@ -211,7 +225,7 @@ def drift_command(reference, current, fail_on, as_json, html_path, prediction, l
 
 @cli.command('profile', epilog=EXIT_CODES)
 @click.argument('data', type=click.Path(exists=True))
-@click.option('--output', '-o', type=click.Path(dir_okay=False), required=True, help="The profile file to write (.json).")
+@click.option('--output', '-o', type=click.Path(dir_okay=False), required=True, callback=_output_file, help="The profile file to write (.json).")
 @click.option('--like', type=click.Path(exists=True, dir_okay=False), default=None, help="Take column kinds from this profile.")
 @click.option('--name', default=None, help="A name for the data [default: the file name].")
 def profile_command(data, output, like, name):
@@ -258,7 +272,7 @@ def quota_usage_command(pipeline, experiment, since, as_json, project_dir):
 @quota_group.command('estimate', epilog=EXIT_CODES)
 @click.argument('notebook', type=click.Path(dir_okay=False))
 @click.option('-p', '--parameter', 'params', nargs=2, multiple=True, metavar='NAME VALUE', help="A parameter of the planned run (repeatable).")
-@click.option('--rows', type=int, default=None, help="Rows of data the planned run will process.")
+@click.option('--rows', type=click.IntRange(0), default=None, help="Rows of data the planned run will process.")
 @click.option('--rps', type=float, default=None, help="Also estimate serving this many requests a second (from this pipeline's cost per row).")
 @click.option('--json', 'as_json', is_flag=True, help="Print as JSON.")
 @_project_dir
@@ -295,13 +309,18 @@ def quota_alerts_command(retry, project_dir):
 # %% ../nbs/04_cli.ipynb #c575a727
 _as_option = click.option('--as', 'as_', default=None, metavar='WHO', help="Who is acting [default: git user.name <user.email>, else user@host].")
 
+def _expected_version(ctx, param, value):
+    "`--expect`: a version number (`3`, `v3`) or `none`."
+    if value is None or str(value).strip().lower() in ('none', '-') or str(value).strip().lstrip('vV').isdigit(): return value
+    raise click.BadParameter(f"{value!r} is not a version: pass a number such as 3 (or v3), or `none` for an alias at no version.")
+
 @cli.command('promote', epilog=EXIT_CODES)
 @click.argument('model')
 @click.option('--to', 'to', required=True, help="The alias to move, e.g. champion.")
 @click.option('--gate', 'gates', multiple=True, metavar='GATE', help="A gate on top of the alias's configured ones (repeatable): auc>=0.9, auc>=champion+0.01, drift, data.")
 @click.option('--approve', default=None, metavar='REASON', help="Approve this version for the alias as you promote it.")
 @click.option('--reason', default='', help="Why: recorded with the promotion.")
-@click.option('--expect', default=None, metavar='VERSION', help="Refuse unless the alias is at this version now (`none`: at no version).")
+@click.option('--expect', default=None, metavar='VERSION', callback=_expected_version, help="Refuse unless the alias is at this version now (`none`: at no version).")
 @_as_option
 @click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
 @_project_dir
@@ -407,27 +426,27 @@ def shadow_command(model, challenger, data, alias, batch_rows, as_json, project_
 @click.option('-f', '--parameters-file', type=click.Path(dir_okay=False), help="A YAML file of parameters (-p wins).")
 @click.option('--experiment', '-e', default=None, help="Experiment of the run [default: setting experiment].")
 @click.option('--output', '-o', type=click.Path(dir_okay=False), default=None, help="Where the executed notebook goes [default: .mlops/runs/].")
-@click.option('--timeout', type=float, default=None, help="Seconds a cell may run [default: no limit].")
+@click.option('--timeout', type=click.FloatRange(0, min_open=True), default=None, help="Seconds a cell may run [default: no limit].")
 @click.option('--name', '-n', default=None, help="Run name [default: the notebook's name].")
 @click.option('--html/--no-html', default=True, show_default=True, help="Also store an HTML rendering.")
 @click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
 @click.option('--force-quota', metavar='REASON', default=None, help="Run even if a quota budget is spent (the reason is recorded).")
+@click.option('--secret', 'secret', multiple=True, metavar='NAME', help="Parameter NAME's value is a secret (repeatable): hidden from all that the run writes or prints.")
 @_project_dir
-def run_command(notebook, params, parameters_file, experiment, output, timeout, name, html, as_json, force_quota, project_dir):
+def run_command(notebook, params, parameters_file, experiment, output, timeout, name, html, as_json, force_quota, secret, project_dir):
     "Execute NOTEBOOK headless with papermill as one tracked run."
     from mlops_nb.pipeline import run_notebook
-    from mlops_nb.params import load_parameter_file, read_parameters, check_parameters
-    from pathlib import Path
+    from mlops_nb.params import load_parameter_file, load_notebook, read_parameters, check_parameters
     s = resolve_settings(project_dir=project_dir)
     given = {}
     if parameters_file:
-        given = check_parameters(read_parameters(Path(notebook)) if Path(notebook).is_file() else {},
-                                 load_parameter_file(parameters_file), Path(notebook).name, from_text=False)
+        spec = read_parameters(load_notebook(notebook))  # a missing or broken notebook is said first, as such
+        given = check_parameters(spec, load_parameter_file(parameters_file), os.path.basename(notebook), from_text=False)
         given = {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in given.items()}
     given |= dict(params)
     try:
         res = run_notebook(notebook, given, experiment, output, timeout, s, name=name, html=html, force_quota=force_quota,
-                           log=None if as_json else (lambda m: click.echo(m, err=True)))
+                           secret=secret, log=None if as_json else (lambda m: click.echo(m, err=True)))
     except KeyboardInterrupt:
         click.echo("Interrupted: the run is marked KILLED; the partly executed notebook is kept.", err=True); return 130
     click.echo(json.dumps(res.to_json(), indent=2, default=str) if as_json else str(res))
@@ -439,21 +458,22 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
               help="Comma-separated values of a parameter (repeatable); every combination runs.")
 @click.option('--workers', '-w', type=int, default=2, show_default=True, help="Notebooks run at a time.")
 @click.option('--experiment', '-e', default=None, help="Experiment of the runs [default: setting experiment].")
-@click.option('--timeout', type=float, default=None, help="Seconds a cell may run [default: no limit].")
+@click.option('--timeout', type=click.FloatRange(0, min_open=True), default=None, help="Seconds a cell may run [default: no limit].")
 @click.option('--html/--no-html', default=False, show_default=True, help="Also store an HTML rendering of each run.")
 @click.option('--json', 'as_json', is_flag=True, help="Print the summary as JSON.")
 @click.option('--force-quota', metavar='REASON', default=None, help="Run even if a quota budget is spent (the reason is recorded).")
+@click.option('--secret', 'secret', multiple=True, metavar='NAME', help="Parameter NAME's values are secrets (repeatable).")
 @_project_dir
-def sweep_command(notebook, params, workers, experiment, timeout, html, as_json, force_quota, project_dir):
+def sweep_command(notebook, params, workers, experiment, timeout, html, as_json, force_quota, secret, project_dir):
     "Run NOTEBOOK for every combination of parameter values, WORKERS at a time, under one parent run."
     from mlops_nb.pipeline import sweep, grid
-    from mlops_nb.params import read_parameters
-    from pathlib import Path
+    from mlops_nb.params import read_parameters, load_notebook
     s = resolve_settings(project_dir=project_dir)
-    n = len(grid(read_parameters(Path(notebook)), list(params), Path(notebook).name)) if Path(notebook).is_file() else 0
+    n = len(grid(read_parameters(load_notebook(notebook)), list(params), os.path.basename(notebook)))
     with click.progressbar(length=n, label=f"{n} runs, {workers} at a time", file=sys.stderr,
                            item_show_func=lambda r: r and f"{r.status} {' '.join(f'{k}={v}' for k, v in r.parameters.items())}") as bar:
-        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r), html=html, force_quota=force_quota)
+        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r), html=html,
+                    force_quota=force_quota, secret=secret)
     click.echo(json.dumps(dict(parent_run_id=out.parent_run_id, seconds=out.seconds, runs=out.table()), indent=2, default=str)
                if as_json else str(out))
     return 0 if out.ok else 7
@@ -611,10 +631,17 @@ def _run(args, debug):
     except click.exceptions.Abort: click.echo("Aborted.", err=True); return 130
     except MlopsNbError as e:
         if debug: raise
-        click.echo(f"Error: {e}", err=True); return e.exit_code
+        from mlops_nb.redact import hide_known
+        click.echo(hide_known(f"Error: {e}"), err=True); return e.exit_code  # a bad value echoed back may be a known secret
     except KeyboardInterrupt: click.echo("Interrupted.", err=True); return 130
     except Exception as e:
         if debug: raise
+        if isinstance(e, OSError) and e.errno is not None:  # a file we were told to read or write: name it, say what the system said
+            where, full = (f" {e.filename!r}" if e.filename else ''), e.errno == 28
+            click.echo(f"Error: cannot {'write' if full or isinstance(e, PermissionError) else 'use'}{where}: {e.strerror}.\n"
+                       f"Fix: {'free some disk space' if full else 'check that the path exists and that you may write there'}, "
+                       "then run the command again.", err=True)
+            return 1
         click.echo(f"Internal error: {type(e).__name__}: {e}\nRerun with `mlops-nb --debug ...` for the traceback "
                    "and report it.", err=True)
         return 70

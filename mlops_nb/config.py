@@ -164,7 +164,8 @@ def project_section(name:str,  # One of `SECTIONS`
 
 # %% ../nbs/01_config.ipynb #e150ce3d
 def _check_env_names(env):
-    known = {v for s in SETTINGS.values() for v in s.env_vars} | {'MLOPS_NB_PROJECT_DIR', 'MLOPS_NB_NOTEBOOK', 'MLOPS_NB_TAGS', 'MLOPS_NB_SYNC_DELAY'}
+    known = {v for s in SETTINGS.values() for v in s.env_vars} | {'MLOPS_NB_PROJECT_DIR', 'MLOPS_NB_NOTEBOOK', 'MLOPS_NB_TAGS', 'MLOPS_NB_SYNC_DELAY',
+                                                                     'MLOPS_NB_SECRET_VALUES'}  # set by `mlops-nb run` for its kernel
     for name in env:
         if name.startswith('MLOPS_NB_') and name not in known:
             raise ConfigError(f"Unknown environment variable `{name}` = {env[name]!r}.{_suggest(name, known)}",

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Settings, resolve_settings
-from .errors import MlopsNbError, NotebookRunError, missing_dependency
-from .params import read_parameters, check_parameters, ParameterError
+from .errors import MlopsNbError, NotebookRunError, StoreError, missing_dependency
+from .params import read_parameters, check_parameters, load_notebook, ParameterError
+from .redact import Redactor
 
 # %% ../nbs/14_pipeline.ipynb #221e4b99
 _SETUP_TAG = 'mlops-nb-run'
@@ -100,19 +101,22 @@ class RunResult:
     traceback:str|None = None  # the failing cell and its traceback, plain text
     metrics:dict = field(default_factory=dict)
     error_name:str|None = None  # the exception's class, when a cell raised
+    recorded:bool = True  # False: the outcome could not be written to the store (the journal keeps it for `mlops-nb sync`)
 
     @property
-    def ok(self): return self.status == 'FINISHED'
+    def ok(self): return self.status == 'FINISHED' and self.recorded
 
     @property
     def exit_code(self):
-        "0, 130 (interrupted), the exit code of an mlops_nb error a cell raised (a failed gate: 10), else 7."
+        "0, 130 (interrupted), the exit code of an mlops_nb error a cell raised (a failed gate: 10), 4 if the outcome was not recorded, else 7."
         if self.ok: return 0
         if self.status == 'KILLED': return 130
+        if self.status == 'FINISHED': return StoreError.exit_code  # the notebook ran; the store did not take its outcome
         return _error_codes().get(self.error_name, NotebookRunError.exit_code)
-    def to_json(self): return {k: getattr(self, k) for k in ('notebook', 'status', 'run_id', 'output', 'seconds', 'parameters', 'error', 'error_name', 'exit_code', 'metrics')}
+    def to_json(self): return {k: getattr(self, k) for k in ('notebook', 'status', 'run_id', 'output', 'seconds', 'parameters', 'error', 'error_name', 'exit_code', 'recorded', 'metrics')}
     def __str__(self):
-        lines = [f"{self.status:<9} {self.notebook}  run {self.run_id or '(none)'}  {self.seconds:.1f} s"]
+        status = self.status if self.recorded else f"{self.status} (NOT RECORDED)"
+        lines = [f"{status:<9} {self.notebook}  run {self.run_id or '(none)'}  {self.seconds:.1f} s"]
         if self.metrics: lines.append('  ' + '  '.join(f"{k}={_fmt(v)}" for k, v in sorted(self.metrics.items()) if not k.startswith(('system/', 'pipeline/', 'usage/'))))
         if self.error: lines.append(f"  error: {self.error}")
         if self.output: lines.append(f"  executed notebook: {self.output}")
@@ -160,24 +164,23 @@ def _finish_run(client, s, job:dict):
     "Replay the kernel's journal, find its run (or create one if the kernel never got to it), record the outcome; return `{run_id, metrics}`."
     from mlops_nb.tracker import replay_journals
     from mlops_nb.store import experiment_id, end_run
-    from mlops_nb.redact import redact_value
     from mlflow.entities import Metric, Param, RunTag
-    pid, attempt, r = job['kernel_pid'], job['attempt'], job['result']
+    pid, attempt, r, red = job['kernel_pid'], job['attempt'], job['result'], job.get('redactor') or Redactor()
     replay_journals(s, pattern=f"*-{pid}-*.log" if pid else '*.log')  # this kernel's only: other kernels may still run
     found = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1,
                                filter_string=f"tags.`mlops_nb.attempt` = '{attempt}' and tags.`mlops_nb.pipeline_run` = 'true'")
     if found: run = found[0]
     else:  # the kernel never got to the tracking cell (it died at start, or failed in the parameters)
-        rid = client.create_run(experiment_id(client, s, job['experiment']), run_name=job['name'],
+        rid = client.create_run(experiment_id(client, s, job['experiment']), run_name=red.text(job['name']),
                                 tags={**job['tags'], 'mlops_nb.attempt': attempt, 'mlops_nb.pipeline_run': 'true',
                                       'mlflow.source.name': r['notebook'], 'mlflow.source.type': 'NOTEBOOK'}).info.run_id
         run = client.get_run(rid)
     rid, now = run.info.run_id, int(time.time() * 1000)
-    ps = [Param(k, redact_value(k, v if isinstance(v, str) else json.dumps(v))[:6000]) for k, v in r['parameters'].items() if k not in run.data.params]
+    ps = [Param(k, red.param(k, v)[:6000]) for k, v in r['parameters'].items() if k not in run.data.params]
     ms = [Metric('pipeline/wall_seconds', r['seconds'], now, 0)]
     if job.get('peak_rss'): ms += [Metric('pipeline/kernel_peak_rss_mb', job['peak_rss'] / 2**20, now, 0),
                                    Metric('pipeline/kernel_cpu_seconds', job['cpu'], now, 0)]
-    tags = [RunTag('mlops_nb.pipeline.status', r['status'])] + ([RunTag('mlops_nb.pipeline.error', r['error'])] if r['error'] else [])
+    tags = [RunTag('mlops_nb.pipeline.status', r['status'])] + ([RunTag('mlops_nb.pipeline.error', red.text(r['error']))] if r['error'] else [])
     if job.get('quota_stopped'): tags.append(RunTag('mlops_nb.quota.stopped', job['quota_stopped']))
     ms += [Metric(f"usage/{k}", float(v), now, 0) for k, v in (job.get('usage') or {}).items()]
     client.log_batch(rid, metrics=ms, params=ps, tags=tags)
@@ -187,17 +190,54 @@ def _finish_run(client, s, job:dict):
             client.log_artifact(rid, out, 'pipeline')
             if job.get('html') and Path(job['html']).is_file(): client.log_artifact(rid, job['html'], 'pipeline')
         if r.get('traceback'):
-            (Path(tmp)/'error.txt').write_text(r['traceback']); client.log_artifact(rid, str(Path(tmp)/'error.txt'), 'pipeline')
+            (Path(tmp)/'error.txt').write_text(red.text(r['traceback'])); client.log_artifact(rid, str(Path(tmp)/'error.txt'), 'pipeline')
     end_run(client, rid, r['status'])
     return dict(run_id=rid, metrics=dict(client.get_run(rid).data.metrics))
 
-def _name_input(output, notebook):
-    "Papermill records a notebook given as an object as itself (`metadata.papermill.input_path`): record its path instead."
+_REDACTED_SCHEME = 'mlops-nb-redacted:'
+
+class _RedactedFiles:
+    "papermill I/O for executed notebooks: each save (after every cell) goes through its run's `Redactor` and replaces the file whole."
+    runs:dict = {}  # output path -> (Redactor, input notebook path)
+    lock = threading.Lock()
+    @classmethod
+    def path(cls, out, redactor, notebook):
+        "The name to give papermill for `out`; registers the handler once, and `out`'s run."
+        from papermill.iorw import papermill_io
+        with cls.lock:
+            if not any(h is cls for _, h in papermill_io._handlers): papermill_io.register(_REDACTED_SCHEME, cls)
+            cls.runs[str(out)] = (redactor, str(notebook))
+        return (_REDACTED_SCHEME + str(out)).replace('{', '{{').replace('}', '}}')  # papermill formats paths with the parameters
+    @classmethod
+    def done(cls, out):
+        with cls.lock: cls.runs.pop(str(out), None)
+    @classmethod
+    def read(cls, path): return Path(path[len(_REDACTED_SCHEME):]).read_text(encoding='utf-8')
+    @classmethod
+    def listdir(cls, path): return os.listdir(path[len(_REDACTED_SCHEME):])
+    @classmethod
+    def pretty_path(cls, path): return path[len(_REDACTED_SCHEME):]
+    @classmethod
+    def write(cls, buf, path):
+        out = path[len(_REDACTED_SCHEME):]
+        red, notebook = cls.runs.get(out) or (Redactor(), None)
+        nb = json.loads(buf)
+        pm = nb.setdefault('metadata', {}).setdefault('papermill', {})
+        pm['output_path'] = out  # papermill records the names it was given: the input was an object, the output our scheme
+        if notebook: pm['input_path'] = notebook
+        _write_atomic(out, json.dumps(red.notebook(nb), indent=1, ensure_ascii=False) + '\n')
+
+def _write_atomic(path, text):
+    "Write `text` to `path` through a temporary file beside it, so a full disk leaves the last whole copy, never half of one."
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        nb = json.loads(Path(output).read_text())
-        nb.setdefault('metadata', {}).setdefault('papermill', {})['input_path'] = str(notebook)
-        Path(output).write_text(json.dumps(nb, indent=1, ensure_ascii=False))
-    except (OSError, ValueError): pass
+        with open(tmp, 'w', encoding='utf-8') as f: f.write(text); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try: tmp.unlink()
+        except OSError: pass
+        raise
 
 class _HtmlPage:
     "The executed notebook rendered to HTML beside it, in a thread started now; `path()` waits for it (`None` if it failed)."
@@ -212,8 +252,8 @@ def _render_html(output, folder):
     try:
         from nbconvert import HTMLExporter
         import nbformat
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(output, as_version=4))
-        p = Path(folder)/Path(output).with_suffix('.html').name; p.write_text(body, encoding='utf-8'); return str(p)
+        body, _ = HTMLExporter().from_notebook_node(nbformat.read(output, as_version=4))  # the executed copy: already redacted
+        p = Path(folder)/Path(output).with_suffix('.html').name; _write_atomic(p, body); return str(p)
     except Exception: return None
 
 class _Finisher:
@@ -254,10 +294,51 @@ def _quota_guard(s, pipeline, force):
     return QuotaGuard(cfg, pipeline, before, alert=_alerter(s, None, background=True), windows=not force)
 
 # %% ../nbs/14_pipeline.ipynb #c95e04f4
+def _file_name(name:str):  # A run name
+    "`name` as a file name inside `.mlops/runs/`: no folder, no `..`, nothing but letters, digits, `_`, `-` and `.` (slugged, not refused)."
+    parts = [x for x in re.split(r'[/\\]+', str(name)) if x not in ('', '.', '..')]  # `a/../../b` -> `a-b`
+    slug = re.sub(r'[^\w.\-]+', '-', '-'.join(parts)).strip('.-')[:80]
+    return slug or 'run'
+
+def _output_path(output, name, s):
+    "Where the executed notebook goes: `output` (checked: inside the project, a file) or `.mlops/runs/<slug>-<time>.ipynb`."
+    project = Path(s.project_dir).resolve()
+    if not output:
+        return project/'.mlops'/'runs'/f"{_file_name(name)}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}.ipynb"
+    out = Path(output).expanduser()
+    out = (out if out.is_absolute() else Path.cwd()/out).resolve()
+    if out != project and project not in out.parents:
+        raise ParameterError(f"--output {str(output)!r} is outside the project {project}.",
+                             fix="Pass a path inside the project, e.g. `--output executed/train.ipynb` (or leave it out: .mlops/runs/).")
+    if out.is_dir(): raise ParameterError(f"--output {str(output)!r} is a folder.", fix="Pass a file name, e.g. `--output executed/train.ipynb`.")
+    if out.suffix != '.ipynb': raise ParameterError(f"--output {str(output)!r} does not end in .ipynb.", fix=f"Pass e.g. `--output {out.with_suffix('.ipynb').name}`.")
+    return out
+
+def _make_folder(folder, what):
+    try: Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ParameterError(f"Cannot create {what} folder {str(folder)!r}: {e.strerror}.",
+                             fix="Pass a folder you can write to (--output), or free some disk space.") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ParameterError(f"The {what} folder {str(folder)!r} is not writable.", fix="Pass a folder you can write to (--output), or fix its permissions.")
+
+def _check_artifact_root(s):
+    "A local `artifact_root` that cannot be made or written is a bad setting (exit 3), said before any kernel starts."
+    from mlops_nb.config import ConfigError
+    root = s.artifact_root
+    if '://' in root and not root.startswith('file://'): return
+    path = Path(root[7:] if root.startswith('file://') else root)
+    why = None
+    try: path.mkdir(parents=True, exist_ok=True)
+    except OSError as e: why = e.strerror
+    if why is None and not os.access(path, os.W_OK | os.X_OK): why = 'not writable'
+    if why: raise ConfigError(f"Bad setting `artifact_root` = {root!r} (from {s.sources.get('artifact_root', 'default')}): {why}.",
+                              fix="Point it at a folder you can write to (MLOPS_NB_ARTIFACT_ROOT or `artifact_root` in [tool.mlops_nb]), or unset it for .mlops/artifacts.")
+
 def run_notebook(notebook:str|Path,  # The notebook to execute
                  parameters:dict|None=None,  # Name -> value (strings are converted to the parameter's type)
                  experiment:str|None=None,  # Experiment of the run; default: setting `experiment`
-                 output:str|Path|None=None,  # Where the executed notebook goes; default: `.mlops/runs/<name>-<time>.ipynb`
+                 output:str|Path|None=None,  # Where the executed notebook goes (inside the project); default: `.mlops/runs/<name>-<time>.ipynb`
                  timeout:float|None=None,  # Seconds a cell may run before the run fails
                  settings:Settings|None=None,  # Where runs go; default `resolve_settings()`
                  name:str|None=None,  # Run name; default: the notebook's name
@@ -266,19 +347,23 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
                  from_text:bool=True,  # Parameter values are command-line strings to convert
                  log=None,  # Called with progress lines
                  client=None,  # An `MlflowClient` to record with in this process (default: a finisher process)
-                 force_quota:str|None=None):  # Start even if a quota budget is spent; the reason is recorded
+                 force_quota:str|None=None,  # Start even if a quota budget is spent; the reason is recorded
+                 secret:list|tuple=()):  # Names of parameters whose values are secrets, whatever their names say
     "Execute `notebook` headless as one tracked run; return a `RunResult` (failures included)."
     s = settings or resolve_settings()
+    nb = load_notebook(notebook)  # names the notebook as given
     nb_path = Path(notebook).expanduser().resolve()
-    if not nb_path.is_file() or nb_path.suffix != '.ipynb':
-        raise NotebookRunError(f"No notebook at {str(notebook)!r}.", fix="Pass the path of an existing .ipynb file.")
-    nb = json.loads(nb_path.read_text())
     spec = read_parameters(nb)
     params = check_parameters(spec, dict(parameters or {}), nb_path.name, from_text)
+    unknown = [k for k in secret if k not in spec]
+    if unknown: raise ParameterError(f"--secret {unknown[0]!r}: {nb_path.name} has no such parameter.",
+                                     fix=f"Mark one of its parameters: {', '.join(spec) or '(none)'}.")
     effective = {k: p.default for k, p in spec.items()} | params  # what the notebook runs with, defaults included
+    red = Redactor(enabled=s.redact_secrets).add_params(effective, secret)  # the run's one list of secrets
     name = name or nb_path.stem
-    out = Path(output) if output else Path(s.project_dir)/'.mlops'/'runs'/f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}.ipynb"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _output_path(output, name, s)
+    _make_folder(out.parent, 'output')
+    _check_artifact_root(s)
     try: import papermill, nbformat  # before any thread imports MLflow: two threads importing shared modules can collide
     except ImportError:
         import importlib.util
@@ -293,26 +378,30 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
            'MLOPS_NB_ARTIFACT_ROOT': s.artifact_root, 'MLOPS_NB_EXPERIMENT': experiment or s.experiment,
            'MLOPS_NB_CACHE_DIR': s.cache_dir, 'MLOPS_NB_SYNC_DELAY': '10',
            'MLOPS_NB_TAGS': json.dumps({**(tags or {}), 'mlops_nb.attempt': attempt, 'mlops_nb.pipeline': nb_path.name}
-                                       | ({'mlops_nb.quota.forced': force_quota} if force_quota else {}))}
+                                       | ({'mlops_nb.quota.forced': force_quota} if force_quota else {}))} | red.kernel_env()
     kernel = (nb.get('metadata', {}).get('kernelspec') or {}).get('name') or 'python3'
     km = _kernel_manager(kernel, env, str(nb_path.parent))
-    res = RunResult(str(nb_path), 'FINISHED', output=str(out), parameters=params)
+    res = RunResult(str(nb_path), 'FINISHED', output=str(out), parameters=red.params(params))
     t0 = time.perf_counter()
-    if log: log(f"Running {nb_path.name}" + (f" with {json.dumps(params, default=str)}" if params else ''))
+    if log: log(f"Running {nb_path.name}" + (f" with {json.dumps(res.parameters, default=str)}" if params else ''))
     interrupted = None
     monitor = _ResourceMonitor(km)
     if guard is not None: guard.stop = monitor.kill; monitor.check = guard
+    target = _RedactedFiles.path(out, red, nb_path)
     with monitor:
         try:
-            papermill.execute_notebook(nbformat.from_dict(prepare_notebook(nb, name)), str(out), parameters=params, kernel_name=kernel,
+            papermill.execute_notebook(nbformat.from_dict(prepare_notebook(nb, name)), target, parameters=params, kernel_name=kernel,
                                        progress_bar=False, execution_timeout=timeout, km=km, start_timeout=120)
         except KeyboardInterrupt as e: interrupted = e; res.status, res.error = 'KILLED', 'interrupted (Ctrl-C)'
+        except OSError as e:  # the executed notebook could not be saved (a full disk, a folder made read-only meanwhile)
+            res.status, res.error_name = 'FAILED', 'OSError'
+            res.error = f"cannot save the executed notebook {out}: {e.strerror or e}" + (" (the disk is full)" if e.errno == 28 else '')
         except Exception as e:
             if type(e).__module__.split('.')[0] not in ('papermill', 'nbclient', 'jupyter_client') and not monitor.stopped: raise
-            res.status = 'FAILED'; res.error, res.traceback = _describe(e, out)
+            res.status = 'FAILED'; res.error, res.traceback = (red.text(x) for x in _describe(e, out))
             res.error_name = getattr(e, 'ename', None)
         finally:
-            _name_input(out, nb_path)
+            _RedactedFiles.done(out)
             page = _HtmlPage(out) if html and interrupted is None and out.is_file() else None  # renders while the kernel exits
             _shutdown_kernel(km)  # its journal is replayed next: the kernel must have exited and let go of it
     res.seconds = round(time.perf_counter() - t0, 3)
@@ -321,12 +410,14 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
         res.status, res.error, res.error_name, res.traceback = 'FAILED', monitor.stopped, 'QuotaError', None
     job = dict(attempt=attempt, kernel_pid=getattr(km, 'kernel_pid', None), experiment=experiment or s.experiment, name=name,
                tags=tags or {}, html=page.path() if page else None, peak_rss=monitor.peak_rss, cpu=monitor.cpu,
-               usage=monitor.usage() | dict(wall_s=res.seconds), quota_stopped=monitor.stopped,
+               usage=monitor.usage() | dict(wall_s=res.seconds), quota_stopped=monitor.stopped, redactor=red,
                result=dict(notebook=res.notebook, status=res.status, seconds=res.seconds, parameters=effective, error=res.error,
                            traceback=res.traceback, output=res.output))
     try: res.run_id, res.metrics = (got := finisher.finish(job))['run_id'], got['metrics']
-    except Exception as e:  # the store is down: the journal keeps the kernel's calls for `mlops-nb sync`
-        res.error = (res.error + '; ' if res.error else '') + f"the outcome could not be recorded: {e}"[:300]
+    except Exception as e:  # the store is down or full: the journal keeps the kernel's calls for `mlops-nb sync`
+        res.recorded = False
+        res.error = (res.error + '; ' if res.error else '') + red.text(f"the outcome could not be recorded: {e}"[:300]) + \
+                    " (the kernel's journal keeps its calls: `mlops-nb sync` delivers them once the store is back)"
     if interrupted is not None: raise interrupted
     return res
 
@@ -384,7 +475,9 @@ def grid(spec:dict, given:list, notebook:str='the notebook'):  # From `read_para
     import itertools
     values = {}
     for name, text in given:
-        for v in split_values(text): values.setdefault(name, []).append(v)
+        vs = split_values(text)
+        if not vs: raise ParameterError(f"-p {name} {text!r} gives no values.", fix=f"Pass comma-separated values, e.g. `-p {name} 0.01,0.1`.")
+        for v in vs: values.setdefault(name, []).append(v)
     typed = {k: [check_parameters(spec, {k: v}, notebook)[k] for v in vs] for k, vs in values.items()}
     return [dict(zip(typed, combo)) for combo in itertools.product(*typed.values())]
 
@@ -421,29 +514,31 @@ def sweep(notebook:str|Path,  # The notebook
           settings:Settings|None=None,  # Where runs go
           on_done=None,  # Called with each `RunResult` as it finishes
           html:bool=False,  # Also store an HTML rendering of each run (rendering takes this process's CPU)
-          force_quota:str|None=None):  # Start runs even if a quota budget is spent; the reason is recorded
+          force_quota:str|None=None,  # Start runs even if a quota budget is spent; the reason is recorded
+          secret:list|tuple=()):  # Names of parameters whose values are secrets, whatever their names say
     "Run `notebook` for every combination in `given`, `workers` at a time, as child runs of one parent; return a `SweepResult`."
     from concurrent.futures import ThreadPoolExecutor, as_completed
     from mlops_nb.store import open_client, experiment_id, end_run
     if workers < 1: raise ParameterError(f"--workers {workers} is not a positive number.", fix="Pass --workers 1 or more.")
     s = settings or resolve_settings()
     nb_path = Path(notebook).expanduser().resolve()
-    if not nb_path.is_file(): raise NotebookRunError(f"No notebook at {str(notebook)!r}.", fix="Pass the path of an existing .ipynb file.")
-    combos = grid(read_parameters(nb_path), given, nb_path.name)
+    combos = grid(read_parameters(load_notebook(notebook)), given, nb_path.name)
+    red = Redactor(enabled=s.redact_secrets)
+    for combo in combos: red.add_params(combo, secret)
     c = open_client(s)
     parent = c.create_run(experiment_id(c, s, experiment or s.experiment), run_name=f"sweep {nb_path.stem}",
                           tags={'mlops_nb.sweep': 'parent', 'mlflow.source.name': str(nb_path), 'mlflow.source.type': 'NOTEBOOK'})
     pid = parent.info.run_id
     from mlflow.entities import Param
-    c.log_batch(pid, params=[Param('sweep.grid', json.dumps(dict(given))[:6000]), Param('sweep.size', str(len(combos))),
+    c.log_batch(pid, params=[Param('sweep.grid', red.text(json.dumps(dict(given)))[:6000]), Param('sweep.size', str(len(combos))),
                              Param('sweep.workers', str(workers))])
     folder = Path(s.project_dir)/'.mlops'/'runs'/f"sweep-{pid[:8]}"
     t0, results = time.perf_counter(), [None] * len(combos)
     def one(i):
-        label = ' '.join(f"{k}={v}" for k, v in combos[i].items())
+        label = ' '.join(f"{k}={v}" for k, v in red.params(combos[i]).items())  # the run's name: no secret in it
         return i, run_notebook(nb_path, combos[i], experiment, folder/f"{i:03d}.ipynb", timeout, s, name=f"{nb_path.stem} {label}",
                                tags={'mlflow.parentRunId': pid, 'mlops_nb.sweep': pid}, from_text=False, client=c, html=html,
-                               force_quota=force_quota)
+                               force_quota=force_quota, secret=secret)
     status = 'FINISHED'
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix='mlops-nb-sweep') as pool:

@@ -39,6 +39,11 @@ class Gate:
     value:float|None = None  # absolute threshold, or the margin added to the champion's value
     relative:bool = False  # compared with the version behind the target alias
 
+def _version_number(v):
+    "`3`, `'3'`, `'v3'` -> 3; `ConfigError` naming anything else."
+    try: return int(str(v).strip().lstrip('vV'))
+    except ValueError: raise ConfigError(f"{str(v)!r} is not a model version.", fix="Pass a version number such as 3 (or v3), or `none`.") from None
+
 def parse_gate(text:str):  # e.g. `auc>=champion+0.01`
     "A `Gate` from its text; `ConfigError` naming the text and the syntax otherwise."
     t = str(text).strip()
@@ -46,10 +51,11 @@ def parse_gate(text:str):  # e.g. `auc>=champion+0.01`
     m = _GATE.match(t)
     if not m: raise ConfigError(f"Cannot read the gate {text!r}.", fix=f"Write a gate as {_SYNTAX}.")
     metric, op, rhs, sign, margin = m.groups()
-    if rhs.startswith('champion'):
-        d = float(margin) if margin else 0.0
-        return Gate(t, 'metric', metric, op, -d if sign == '-' else d, True)
-    return Gate(t, 'metric', metric, op, float(rhs), False)
+    try: number = float(margin) if margin else 0.0 if rhs.startswith('champion') else float(rhs)
+    except ValueError:  # `auc>=1.2.3`: the pattern lets digits and dots through; the number decides
+        raise ConfigError(f"Cannot read the gate {text!r}: {margin or rhs!r} is not a number.", fix=f"Write a gate as {_SYNTAX}, e.g. `{metric}{op}0.9`.") from None
+    if rhs.startswith('champion'): return Gate(t, 'metric', metric, op, -number if sign == '-' else number, True)
+    return Gate(t, 'metric', metric, op, number, False)
 
 # %% ../nbs/24_promotion.ipynb #e7369b6c
 @dataclass
@@ -381,7 +387,7 @@ def promote(spec:str,  # `MODEL`, `MODEL@VERSION`, `MODEL@ALIAS` or `MODEL@RUN_I
     try:
         model, version = resolve_version(c, spec)
         _, holder = _stack(c, model, to)
-        expected = holder if expect is None else None if str(expect).lower() in ('none', '-', '') else int(str(expect).lstrip('v'))
+        expected = holder if expect is None else None if str(expect).lower() in ('none', '-', '') else _version_number(expect)
         rows = evaluate_gates(c, model, version, parsed, holder)
         if approve is not None:
             if not str(approve).strip(): raise PromotionError("An approval needs a reason.", fix='Pass one, e.g. `--approve "reviewed the eval report"`.')

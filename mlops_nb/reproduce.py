@@ -185,13 +185,42 @@ def _run_git(root, *args):
                                           fix="Check the repository is intact (`git status`), then try again.")
     return r.stdout
 
+def _restore_redacted(diff:str, lines:list, root, commit:str, run_id:str):
+    "The recorded `diff` with its redacted unchanged and removed lines put back from `commit`; `ReproduceError` naming each redacted added line."
+    added = [l for l in lines if l.get('kind') == 'added']
+    if added:
+        where = ', '.join(f"{l['file']} line {l['new']}" for l in added[:5]) + (f" and {len(added) - 5} more" if len(added) > 5 else '')
+        raise ReproduceError(f"Run {run_id}'s uncommitted changes add {len(added)} line(s) that held a secret, recorded redacted (`***`): {where}; "
+                             "the notebook cannot be re-created as it ran.",
+                             fix="Read the secret from the environment (`os.environ['...']`) or a parameter instead of writing it in the file, "
+                                 "commit, and track a new run.")
+    want = {(l['file'], l['old']) for l in lines if l.get('kind') in ('unchanged', 'removed') and l.get('old')}
+    if not want: return diff
+    from mlops_nb.redact import _HUNK
+    originals, out, file, old = {}, [], None, 0
+    for line in diff.splitlines(keepends=True):
+        body = line.rstrip('\n')
+        if body.startswith('diff --git '): file = body.split(' b/', 1)[-1]; out.append(line); continue
+        if body.startswith('+++ b/'): file = body[6:]; out.append(line); continue
+        if body.startswith(('+++ ', '--- ')): out.append(line); continue
+        if (m := _HUNK.match(body)): old = int(m.group(1)); out.append(line); continue
+        mark = body[:1]
+        if mark in ('-', ' ') and (file, old) in want:
+            if file not in originals: originals[file] = (_git(root, 'show', f"{commit}:{file}") or '').splitlines()
+            src = originals[file]
+            if old <= len(src): line = mark + src[old - 1] + ('\n' if line.endswith('\n') else '')
+        out.append(line)
+        if mark in ('-', ' '): old += 1
+    return ''.join(out)
+
 def _checkout(ctx, client, run_id, folder, root):
     "Re-create the run's code in a worktree under `folder`; return `(worktree, notes)`."
     git, notes = ctx['code']['git'], []
     wt = Path(folder)/'checkout'
     _run_git(root, 'worktree', 'add', '--detach', '--force', str(wt), git['commit'])
     if git.get('diff'):
-        patch = Path(folder)/'recorded.diff'; patch.write_text(git['diff'])
+        diff = _restore_redacted(git['diff'], git.get('redacted_lines') or [], root, git['commit'], run_id)
+        patch = Path(folder)/'recorded.diff'; patch.write_text(diff)
         r = subprocess.run(['git', '-C', str(wt), 'apply', '--whitespace=nowarn', str(patch)], capture_output=True, text=True)
         if r.returncode:
             raise ReproduceError(f"The recorded changes of run {run_id} do not apply to commit {git['commit'][:12]}: {r.stderr.strip()[:300]}",

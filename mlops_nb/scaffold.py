@@ -70,17 +70,52 @@ repos:
 """
 
 # %% ../nbs/16_scaffold.ipynb #c975747a
+_TRACKING_HINT = ' tracking_uri = "http://mlflow.internal:5000"   # a team server; default: the embedded store in .mlops/'
+
 def _pyproject(dest, name):
-    "Create `pyproject.toml`, or add a `[tool.mlops_nb]` section to one that has none; return what was done."
+    "Create `pyproject.toml`, or add a `[tool.mlops_nb]` section to one that has none (formatting kept); return what was done."
+    import re, tomlkit
     pp = dest/'pyproject.toml'
-    section = f'\n[tool.mlops_nb]\nexperiment = "{name}"\n# tracking_uri = "http://mlflow.internal:5000"   # a team server; default: the embedded store in .mlops/\n'
     if not pp.exists():
-        pp.write_text(f'[project]\nname = "{name}"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n' + section); return 'created'
-    try: data = tomllib.loads(pp.read_text())
-    except tomllib.TOMLDecodeError as e: raise ConfigError(f"{pp} is not valid TOML: {e}.", fix=f"Fix {pp}, then run `mlops-nb init` again.") from None
-    if 'mlops_nb' in data.get('tool', {}): return 'kept'
-    with pp.open('a') as f: f.write(section)
-    return 'updated'
+        doc = tomlkit.document()
+        proj = tomlkit.table()
+        proj['name'] = re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-._') or 'project'  # a package name; the experiment keeps `name`
+        proj['version'] = '0.1.0'; proj['requires-python'] = '>=3.11'
+        doc['project'] = proj
+        text, what = None, 'created'
+    else:
+        try: text = pp.read_text(encoding='utf-8')
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"Cannot read {pp}: {getattr(e, 'strerror', None) or e}.", fix=f"Make {pp} a readable UTF-8 file, then run `mlops-nb init` again.") from None
+        try: doc = tomlkit.parse(text)
+        except Exception as e: raise ConfigError(f"{pp} is not valid TOML: {e}.", fix=f"Fix {pp}, then run `mlops-nb init` again.") from None
+        what = 'updated'
+    tool = doc.get('tool')
+    if tool is not None and not isinstance(tool, dict):
+        raise ConfigError(f"`tool` in {pp} is not a table (it is {tool.as_string().strip()[:60]!r}).", fix=f"Make `tool` a table in {pp} (`[tool.NAME]` sections).")
+    if tool is not None and 'mlops_nb' in tool: return 'kept'
+    if isinstance(tool, tomlkit.items.InlineTable):  # `tool = {black = {...}}`: the section joins it, inline too
+        section = tomlkit.inline_table(); section['experiment'] = name
+        tool['mlops_nb'] = section
+    else:
+        section = tomlkit.table(); section['experiment'] = name; section.add(tomlkit.comment(_TRACKING_HINT.strip())); section.add(tomlkit.nl())
+        if tool is None:
+            tool = tomlkit.table(is_super_table=True); tool['mlops_nb'] = section; doc.add(tomlkit.nl()) if text else None; doc['tool'] = tool
+        else: tool['mlops_nb'] = section
+    out = tomlkit.dumps(doc)
+    try: ok = tomllib.loads(out)['tool']['mlops_nb']['experiment'] == name  # never write a file that does not parse
+    except (tomllib.TOMLDecodeError, KeyError, TypeError): ok = False
+    if not ok: raise ConfigError(f"Adding [tool.mlops_nb] to {pp} would not give valid TOML; the file is left as it was.",
+                                 fix=f"Add it by hand:\n[tool.mlops_nb]\nexperiment = {tomlkit.string(name).as_string()}")
+    tmp = pp.with_name(f".{pp.name}.mlops-nb-init.tmp")
+    try:
+        tmp.write_text(out, encoding='utf-8')
+        if text is not None: shutil.copymode(pp, tmp)
+        os.replace(tmp, pp)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"Cannot write {pp}: {e.strerror}.", fix=f"Check that you may write to {dest}, then run `mlops-nb init` again.") from None
+    return what
 
 def init_project(dest:str|Path='.',  # The project folder (created if missing)
                  name:str|None=None,  # Project and experiment name; default: the folder's name
@@ -88,7 +123,8 @@ def init_project(dest:str|Path='.',  # The project folder (created if missing)
     "Scaffold a project in `dest`; return `{relative path: 'created' | 'kept' | 'updated' | 'overwritten'}`."
     dest = Path(dest).expanduser().resolve(); dest.mkdir(parents=True, exist_ok=True)
     name = name or dest.name
-    src, out = templates_dir(), {}
+    src = templates_dir()
+    out = {'pyproject.toml': _pyproject(dest, name)}  # first: a pyproject.toml that does not parse stops `init` before it writes anything
     files = {f"notebooks/{t}": (src/t).read_bytes() for t in TEMPLATES if (src/t).is_file()}
     files |= {'.github/workflows/mlops-nb.yml': WORKFLOW.encode(), '.pre-commit-config.yaml': PRE_COMMIT.encode(),
               'requirements.txt': b"# What CI installs to run the notebooks (pin versions for reproducible runs)\nmlops-nb[train]\n"}
@@ -97,7 +133,6 @@ def init_project(dest:str|Path='.',  # The project folder (created if missing)
         if p.exists() and not force: out[rel] = 'kept'; continue
         out[rel] = 'overwritten' if p.exists() else 'created'
         p.parent.mkdir(parents=True, exist_ok=True); p.write_bytes(content)
-    out['pyproject.toml'] = _pyproject(dest, name)
     gi = dest/'.gitignore'
     lines = gi.read_text().splitlines() if gi.exists() else []
     if '.mlops/' not in lines:

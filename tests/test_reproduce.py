@@ -116,3 +116,55 @@ def test_reproduce_explains_what_it_cannot_do(repo, project):
     assert r.returncode == 8 and f"No run '{'f' * 32}'" in r.stderr, r.stderr
     r = mlops_nb_cli('reproduce', run.run_id, '--tolerance', '-1', cwd=repo)
     assert r.returncode == 2 and '--tolerance' in r.stderr
+
+
+# -- redaction keeps the recorded changes usable ------------------------------------------------------------------------------
+CONTEXT_KEY = 'planted-context-key-9911'  # committed, in a line the run's changes do not touch
+ADDED_PW = 'planted-added-pw-7777'  # an uncommitted line that adds a secret
+
+
+def _ttl_repo(project):
+    "A committed notebook reading `config.py`, whose committed version holds a key next to `token_ttl = 30`."
+    cells = [("lr = 0.1", ['parameters']), ("%load_ext mlops_nb\n%mlops track --system-metrics 0", []),
+             ("import config, mlops_nb as mn\nmn.seed(0)\nmn.log_metric('ttl', config.token_ttl)", []), ("%mlops stop", [])]
+    nb = dict(nbformat=4, nbformat_minor=5, metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
+              cells=[dict(cell_type='code', id=f"c{i}", metadata=dict(tags=t) if t else {}, execution_count=None, outputs=[], source=s)
+                     for i, (s, t) in enumerate(cells)])
+    (project/'ttl.ipynb').write_text(json.dumps(nb, indent=1))
+    (project/'.gitignore').write_text(".mlops/\n")
+    (project/'config.py').write_text(f'API_KEY = "{CONTEXT_KEY}"\ntoken_ttl = 30\n')
+    _git(project, 'init', '-q', '-b', 'main'); _git(project, 'config', 'user.email', 'ci@example.com'); _git(project, 'config', 'user.name', 'CI')
+    _git(project, 'add', '-A'); _git(project, 'commit', '-qm', 'ttl')
+    return project
+
+
+def _last_run(project):
+    from mlops_nb.config import resolve_settings
+    from mlops_nb.store import open_client
+    c = open_client(resolve_settings(project_dir=project))
+    return c.search_runs([e.experiment_id for e in c.search_experiments()], order_by=['attributes.start_time DESC'])[0], c
+
+
+def test_a_harmless_edit_next_to_a_redacted_secret_is_recorded_as_made_and_reproduces(project, tmp_path):
+    _ttl_repo(project)
+    (project/'config.py').write_text(f'API_KEY = "{CONTEXT_KEY}"\ntoken_ttl = 31\n')  # the edit: no secret in it
+    r = mlops_nb_cli('run', 'ttl.ipynb', '--no-html', cwd=project, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run, c = _last_run(project)
+    assert run.data.metrics['ttl'] == 31.0
+    diff = Path(c.download_artifacts(run.info.run_id, 'context/git.diff', str(tmp_path))).read_text()
+    assert '-token_ttl = 30\n+token_ttl = 31\n' in diff and ' API_KEY = "***"\n' in diff and CONTEXT_KEY not in diff, diff
+    r = mlops_nb_cli('reproduce', run.info.run_id, cwd=project, timeout=300)
+    assert r.returncode == 0 and 'REPRODUCED' in r.stdout, r.stdout + r.stderr  # the redacted unchanged line came back from the commit
+
+
+def test_reproduce_names_the_added_line_whose_secret_was_redacted(project, tmp_path):
+    _ttl_repo(project)
+    (project/'config.py').write_text(f'API_KEY = "{CONTEXT_KEY}"\ntoken_ttl = 30\nDB_PASSWORD = "{ADDED_PW}"\n')
+    r = mlops_nb_cli('run', 'ttl.ipynb', '--no-html', cwd=project, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run, _ = _last_run(project)
+    r = mlops_nb_cli('reproduce', run.info.run_id, cwd=project, timeout=120)
+    assert r.returncode == 8, r.stdout + r.stderr
+    assert 'add 1 line(s) that held a secret' in r.stderr and 'config.py line 3' in r.stderr and 'Fix:' in r.stderr, r.stderr
+    assert 'Traceback' not in r.stderr and ADDED_PW not in r.stderr + r.stdout

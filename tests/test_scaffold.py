@@ -54,3 +54,29 @@ def test_init_keeps_what_exists(tmp_path, env):
     assert r.returncode == 0 and 'kept        notebooks/train.ipynb' in r.stdout and '--force overwrites' in r.stdout
     assert (proj/'notebooks/train.ipynb').read_text() == '{"cells": []}'
     assert resolve_settings(project_dir=proj, env={}).experiment == 'mine'
+
+
+@pytest.mark.parametrize('before', [
+    None,  # a new pyproject.toml, in a folder whose name needs quoting
+    'tool = {black = {line-length = 100}}  # inline, before any table\n\n[project]\nname = "p"\n',
+    '[project]\nname = "p"  # mine\n\n[tool.black]\nline-length = 100\n\n[build-system]\nrequires = ["setuptools"]\n',
+])
+def test_init_writes_a_pyproject_every_later_command_can_read(tmp_path, env, before):
+    import tomllib
+    proj = tmp_path/'team "blue" proj'; proj.mkdir()
+    if before: (proj/'pyproject.toml').write_text(before)
+    r = mlops_nb_cli('init', str(proj), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (proj/'pyproject.toml').read_text()
+    assert tomllib.loads(text)['tool']['mlops_nb']['experiment'] == 'team "blue" proj'
+    if before: assert all(line in text for line in before.splitlines()) or 'tool = {black' in text, text  # the user's lines kept
+    r = mlops_nb_cli('config', '--no-check', '--json', '--project-dir', str(proj), cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)['experiment']['value'] == 'team "blue" proj', r.stderr
+
+
+def test_init_leaves_a_pyproject_it_cannot_read_as_it_was(tmp_path, env):
+    proj = tmp_path/'p'; proj.mkdir()
+    (proj/'pyproject.toml').write_text('[project\nname = "p"\n')
+    r = mlops_nb_cli('init', str(proj), cwd=tmp_path)
+    assert r.returncode == 3 and 'is not valid TOML' in r.stderr and 'pyproject.toml' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert (proj/'pyproject.toml').read_text() == '[project\nname = "p"\n'

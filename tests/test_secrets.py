@@ -21,11 +21,12 @@ REMOTE_PW = 'planted-remote-pass-4242'
 PASSWORD = 'planted-password-hunter2-8086'
 OPENAI_KEY = 'sk-proj-' + 'PlantedOpenAIKey0123456789abcdefXYZ'
 VIA_VARIABLE = 'planted-db-password-via-variable-3131'  # in a cell only as `pw = '...'`: known as a secret when logged
+JWT_COLUMN = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJpbnRlcmFjdGl2ZSJ9.' + 'SW50ZXJhY3RpdmVDb2x1bW4'  # a DataFrame column name
 assert len(ENV_TOKEN) == 40
 
 SCRIPT_SECRETS = dict(env_token=ENV_TOKEN, cli_api_key=CLI_API_KEY, remote_password=REMOTE_PW, password_param=PASSWORD)
 NB_SECRETS = dict(env_token=ENV_TOKEN, papermill_api_key=NB_API_KEY, remote_password=REMOTE_PW, password_param=PASSWORD,
-                  openai_key_in_cell=OPENAI_KEY, password_via_variable=VIA_VARIABLE)
+                  openai_key_in_cell=OPENAI_KEY, password_via_variable=VIA_VARIABLE, jwt_column=JWT_COLUMN)
 REMOTE = f'https://ann:{REMOTE_PW}@github.com/org/repo.git'
 CLEAN_REMOTE = 'https://github.com/org/repo.git'
 
@@ -165,6 +166,7 @@ def _notebook(with_secrets):
                "import time; time.sleep(0 if _cap is not None else 2)", [])]
     if with_secrets: cells.append((f"print(OPENAI_API_KEY)\nmn.log_param('password', '{PASSWORD}')\n"
                                    f"pw = '{VIA_VARIABLE}'\nmn.log_param('db_password', pw)", []))
+    if with_secrets: cells.append((f"import pandas as pd\nmn.track_data(pd.DataFrame({{'{JWT_COLUMN}': [1, 2], 'age': [3, 4]}}), name='users')", []))
     cells += [("mn.log_param('lr', 0.1)\nmn.log_metric('m', 1.0)", []), ("%mlops stop", [])]
     return dict(nbformat=4, nbformat_minor=5,
                 metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
@@ -220,3 +222,85 @@ def test_papermill_notebook_run_writes_no_planted_secret(project, tmp_path, nb_s
         assert 'OPENAI_API_KEY' in _artifact(downloaded, rid, 'context/untracked/train.ipynb')
 
     assert not found, f"planted secrets written by the notebook's run ({nb_state} notebook):\n{_report(found)}"
+
+
+# -- `mlops-nb run`: a dozen secrets of different kinds, every byte it writes or prints ---------------------------------------
+# Distinct values again; which ways in each one takes is in its name.
+RUN_SECRETS = dict(
+    password_param='planted-run-db-pass-0001',  # -p db_password
+    token_param='planted-run-api-token-0002',  # -p api_token
+    url_credentials='planted-url-pass-0003',  # -p db_url postgresql://ann:...@host/db
+    aws_key_value='AKIA' + 'PLANTED000000004',  # -p region_key: no secret name, the shape of an AWS key id
+    marked_secret='planted-marked-conn-0005',  # -p conn ... --secret conn: only the flag says so
+    yaml_secret='planted-yaml-secret-0006',  # in -f params.yaml as api_secret
+    env_secret='planted-env-token-0007',  # MY_SERVICE_TOKEN in the environment, printed by a cell
+    github_token_printed='ghp_' + 'PlantedPrintedTok3nAbCdEfGhIjKlMnOp',  # in a cell's source and printed
+    jwt_column='eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJwbGFudGVkLWNvbHVtbiJ9.' + 'UGxhbnRlZENvbHVtblNpZ24',  # a DataFrame column name
+    slack_in_exception='xoxb-' + '424242424242-PlantedExceptionTok',  # in the failing cell's exception message
+    password_in_exception='planted-run-db-pass-0001',  # the password param again, in the exception message
+    stripe_key_value='sk_live_' + 'PlantedStripeKey00000012',  # -p billing: the shape of a Stripe key
+    url_password_printed='planted-url-pass-0003',  # the URL's password, printed by a cell
+)
+assert len(RUN_SECRETS) >= 12
+
+RUN_NB_PARAMS = ("db_password = ''\napi_token = ''\ndb_url = ''\nregion_key = ''\nconn = ''\napi_secret = ''\n"
+                 "billing = ''\ntoken_ttl = 30\nlr = 0.1")
+RUN_NB_CELLS = [
+    "import os, pandas as pd\nimport mlops_nb as mn\nprint('env', os.environ['MY_SERVICE_TOKEN'])\n"
+    "print('conn', conn, 'url', db_url.split(':')[2].split('@')[0])",
+    f"gh = '{RUN_SECRETS['github_token_printed']}'\nprint('gh', gh)",
+    f"df = pd.DataFrame({{'{RUN_SECRETS['jwt_column']}': [1, 2, 3], 'age': [30, 40, 50]}})\nmn.track_data(df, name='users')",
+    "mn.log_metric('m', 1.0)",
+    f"raise ValueError('login refused for ' + db_password + ' with {RUN_SECRETS['slack_in_exception']}')",
+]
+
+
+def test_mlops_nb_run_writes_and_prints_no_planted_secret(project, tmp_path):
+    from conftest import mlops_nb_cli
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_pipeline import _write_nb
+    _write_nb(project/'train.ipynb', *RUN_NB_CELLS, params=RUN_NB_PARAMS)
+    _init_repo(project)  # the notebook is untracked: it is recorded whole, redacted
+    (project/'params.yaml').write_text(f"api_secret: {RUN_SECRETS['yaml_secret']}\nlr: 0.2\n")
+    env = dict(_child_env(), MY_SERVICE_TOKEN=RUN_SECRETS['env_secret'])
+    args = ['run', 'train.ipynb', '-f', 'params.yaml', '-p', 'db_password', RUN_SECRETS['password_param'],
+            '-p', 'api_token', RUN_SECRETS['token_param'], '-p', 'db_url', f"postgresql://ann:{RUN_SECRETS['url_credentials']}@db.internal/x",
+            '-p', 'region_key', RUN_SECRETS['aws_key_value'], '-p', 'conn', RUN_SECRETS['marked_secret'], '--secret', 'conn',
+            '-p', 'billing', RUN_SECRETS['stripe_key_value']]
+    r = mlops_nb_cli(*args, cwd=project, env=env, timeout=240)
+    rj = mlops_nb_cli(*args, '--json', '--no-html', cwd=project, env=env, timeout=240)
+    assert r.returncode == 7 and rj.returncode == 7, r.stdout + r.stderr + rj.stderr  # the last cell raises
+    assert 'Running train.ipynb with {' in r.stderr and '"db_password": "***"' in r.stderr and '"conn": "***"' in r.stderr, r.stderr
+    out = json.loads(rj.stdout)
+    assert out['parameters']['db_password'] == '***' and out['parameters']['lr'] == 0.2 and out['parameters']['region_key'] == '***', out
+    assert out['error'].startswith('cell ') and 'ValueError: login refused for ***' in out['error'], out['error']
+
+    client, runs = _runs(project)
+    assert len(runs) == 2 and all(x.info.status == 'FAILED' for x in runs), [(x.info.run_id, x.info.status) for x in runs]
+    found, downloaded = _scan(project, client, runs, RUN_SECRETS, tmp_path)
+    # every byte under .mlops/ (the SQLite store included) and all that was printed
+    for f in sorted(p for p in (project/'.mlops').rglob('*') if p.is_file()):
+        data = f.read_bytes()
+        found += [(n, f'file {f.relative_to(project)}', _snippet(data, RUN_SECRETS[n])) for n in _hits(data, RUN_SECRETS)]
+    for label, text in [('stdout', r.stdout), ('stderr', r.stderr), ('--json stdout', rj.stdout), ('--json stderr', rj.stderr)]:
+        found += [(n, label, _snippet(text.encode(), RUN_SECRETS[n])) for n in _hits(text.encode(), RUN_SECRETS)]
+
+    # The scan cannot pass for want of material: the kernel had the real values, and what was kept says `***` where they were
+    run = next(x for x in runs if any(i == x.info.run_id and p.endswith('.html') for i, p in downloaded))  # the run without --no-html
+    rid = run.info.run_id
+    assert {k: run.data.params[k] for k in ('db_password', 'api_token', 'conn', 'api_secret', 'region_key', 'billing')} == dict.fromkeys(
+        ('db_password', 'api_token', 'conn', 'api_secret', 'region_key', 'billing'), '***'), run.data.params
+    assert run.data.params['db_url'] == 'postgresql://ann:***@db.internal/x' and run.data.params['token_ttl'] == '30'
+    assert 'login refused for ***' in run.data.tags['mlops_nb.pipeline.error']
+    assert 'ValueError' in _artifact(downloaded, rid, 'pipeline/error.txt')
+    executed = next(v.decode() for (i, p), v in downloaded.items() if i == rid and p.startswith('pipeline/') and p.endswith('.ipynb'))
+    assert 'env ***' in executed and 'conn *** url ***' in executed and 'gh ***' in executed, executed[:3000]
+    assert 'db_password = \\"***\\"' in executed and 'token_ttl = 30' in executed  # the injected parameters cell
+    html = next(v.decode() for (i, p), v in downloaded.items() if i == rid and p.endswith('.html'))
+    assert 'gh ***' in html
+    prof = json.loads(_artifact(downloaded, rid, 'data/users.profile.json'))
+    assert 'age' in json.dumps(prof) and '***' in json.dumps(prof)
+    ctx = json.loads(_artifact(downloaded, rid, 'context/context.json'))
+    assert set(ctx['data']['users']['columns']) == {'***', 'age'}, ctx['data']['users']
+
+    assert not found, f"planted secrets written or printed by `mlops-nb run`:\n{_report(found)}"
