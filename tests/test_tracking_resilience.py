@@ -234,7 +234,7 @@ def test_mlops_sync_in_the_next_kernel_waits_for_the_replay(project, tmp_path, c
         run = run_by_name(db, 'killed-then-sync')
         state = dict(status=run and run[1], metrics=len(metric_steps(db, run[0])) if run else 0)
         assert state == dict(status='KILLED', metrics=N_KILLED), (out, state)
-        assert '1 journal(s) of ended kernels applied' in out, out
+        assert out.startswith('Synced:'), out  # this kernel's sync process may have finished it already; either way it is in
 
 
 # -- 3. four processes on one SQLite store -------------------------------------------------------------------------
