@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import MlopsNbError
-from .serving_input import RequestError, input_columns, parse_json, read_body, validate_rows
+from .serving_input import BIG_BODY, RequestError, input_columns, parse_json, parse_rows, read_body, validate_rows
 
 # %% ../nbs/26_serving.ipynb #401f2bd2
 class ServingError(MlopsNbError):
@@ -276,6 +276,12 @@ class ScoringService:
         self.log = InferenceLog(Path(s.project_dir)/'.mlops'/'serving'/model, log_rows, log_seconds)
         self._shadow_q, self._stop, self.run, self.switch_lock = queue.Queue(maxsize=1000), threading.Event(), None, threading.Lock()
         self._pair_q, self.pairs_dropped = queue.Queue(maxsize=1000), 0
+        # Requests are parsed, checked and scored by a few threads of our own, not the event loop's pool of 40: each
+        # thread that parses a large body keeps its memory, so fewer threads bound the service's peak RSS (measured in
+        # benchmarks/README.md), and the event loop stays free to answer /health meanwhile.
+        from concurrent.futures import ThreadPoolExecutor
+        self.pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix='mlops-nb-request')
+        self.parser = None  # the parser process for large bodies, started with the service
         self.started = time.time()
 
     def _labels(self, served, variant=None):
@@ -287,9 +293,20 @@ class ScoringService:
 
     def handle(self, raw:bytes, key:str|None=None):
         "Parse, check and answer one `/predict` body (in a worker thread: never on the event loop)."
-        body = parse_json(raw)
-        if key is None and isinstance(body, dict) and body.get('key') is not None: key = str(body['key'])[:200]
-        return self.predict(self.validate(body), key or uuid.uuid4().hex)
+        if len(raw) > BIG_BODY and self.parser is not None:  # in the parser process: no lock held here, no memory kept
+            from concurrent.futures.process import BrokenProcessPool
+            try: out = self.parser.submit(parse_rows, raw, self.columns, self.max_rows).result()
+            except BrokenProcessPool:
+                self.parser = self._new_parser()
+                raise RequestError(400, f"The body ({len(raw):,} bytes) stopped the parser process.", "Send smaller batches.", field='body') from None
+        else: out = parse_rows(raw, self.columns, self.max_rows)
+        if out[0] == 'err': raise RequestError(out[1], **out[2])
+        return self.predict(out[1], key or out[2] or uuid.uuid4().hex)
+
+    def _new_parser(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('forkserver'))
 
     def predict(self, frame, key:str):
         "Answer one request: `{predictions, model, version, variant, alias}`."
@@ -426,6 +443,8 @@ class ScoringService:
         "Start the background threads (and the service's run)."
         import gc
         import mlops_nb.profiles, mlops_nb.deploy, mlops_nb.drift  # noqa: F401 -- imported now, not by the first request that needs them
+        self.parser = self._new_parser()
+        self.parser.submit(parse_rows, b'[{}]', None).result(120)  # started and warm before the first request
         gc.collect(); gc.freeze()  # what start-up loaded (MLflow, the models) stays: full collections then take ms, not 100s of ms
         if self.shadow is not None: threading.Thread(target=self._shadow_worker, daemon=True, name='mlops-nb-shadow').start()
         if self.canary is not None: threading.Thread(target=self._pair_worker, daemon=True, name='mlops-nb-canary-pairs').start()
@@ -443,6 +462,7 @@ class ScoringService:
     def stop(self):
         "Write what is buffered, log the last figures and end the service's run."
         self._stop.set(); self.log.flush(wait=True)
+        if self.parser is not None: self.parser.shutdown(wait=False, cancel_futures=True)
         self._report()
         if self.run is not None:
             from mlops_nb import tracking
@@ -460,13 +480,14 @@ def create_app(service:ScoringService):
 
     def refused(e:RequestError, t0=None):
         if t0 is not None: service.count(e.status, t0)
-        return JSONResponse(e.body, status_code=e.status, headers={'WWW-Authenticate': 'Bearer'} if e.status == 401 else None)
+        # 413: close the connection rather than read the rest of an oversized upload
+        return JSONResponse(e.body, status_code=e.status, headers={'WWW-Authenticate': 'Bearer'} if e.status == 401 else {'Connection': 'close'} if e.status == 413 else None)
 
     async def predict(request):
         t0 = time.perf_counter()
         try:
             raw = await read_body(request.headers, request.stream(), service.max_body)  # 413 before parsing, never more than the limit held
-            result = await run_in_threadpool(service.handle, raw, request.headers.get('x-request-key'))  # JSON parsed off the event loop
+            result = await asyncio.get_running_loop().run_in_executor(service.pool, service.handle, raw, request.headers.get('x-request-key'))  # off the event loop
         except RequestError as e: return refused(e, t0)
         except Exception as e:
             service.count(500, t0)
