@@ -113,7 +113,7 @@ def _model(trained, version):
 
 def test_the_service_answers_with_the_champion_and_refuses_bad_requests_naming_the_field(trained, rows):
     import pandas as pd
-    svc = Service(trained)
+    svc = Service(trained, '--max-body-mb', '16')  # 10,001 rows (7 MB) reach the row limit, not the body limit
     try:
         r = svc.predict(rows[:5])
         assert r.status_code == 200 and r.json()['version'] == 1 and r.json()['variant'] == 'champion'
