@@ -8,12 +8,12 @@ Docs: https://mlops-nb.github.io/mlops_nb/serving_input.html.md"""
 __all__ = ['MAX_DEPTH', 'MAX_ABS', 'BIG_BODY', 'RequestError', 'read_body', 'json_depth', 'parse_json', 'input_columns',
            'validate_rows', 'parse_rows']
 
-# %% ../nbs/25a_serving_input.ipynb #cff56780
+# %% ../nbs/25a_serving_input.ipynb #4739a174
 import json, math, re
 
 from .errors import MlopsNbError
 
-# %% ../nbs/25a_serving_input.ipynb #86068f49
+# %% ../nbs/25a_serving_input.ipynb #79520436
 class RequestError(MlopsNbError):
     "A request the service refuses: its HTTP status and a JSON body naming what is wrong."
     exit_code = 16
@@ -21,7 +21,7 @@ class RequestError(MlopsNbError):
         super().__init__(error, fix or None)
         self.status, self.body = status, {k: v for k, v in dict(error=error, field=field, row=row, fix=fix).items() if v is not None and v != ''}
 
-# %% ../nbs/25a_serving_input.ipynb #30096683
+# %% ../nbs/25a_serving_input.ipynb #31d56d63
 MAX_DEPTH = 32  # JSON nesting a request may have (a body of rows nests 4 deep)
 
 def _too_large(n, limit, setting):
@@ -43,7 +43,7 @@ async def read_body(headers, stream,  # the request's headers and its `stream()`
         if len(buf) > max_bytes: raise _too_large(None, max_bytes, setting)
     return bytes(buf)
 
-# %% ../nbs/25a_serving_input.ipynb #23ae0151
+# %% ../nbs/25a_serving_input.ipynb #2bc52fc5
 _STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
 
 def json_depth(raw:bytes) -> int:
@@ -63,7 +63,7 @@ def parse_json(raw:bytes, max_depth:int=MAX_DEPTH):
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(400, f"The body is not JSON: {str(e)[:200]}.", 'Send a JSON object: {"rows": [{"column": value, ...}]}.', field='body') from None
 
-# %% ../nbs/25a_serving_input.ipynb #5f5c0f37
+# %% ../nbs/25a_serving_input.ipynb #5ae23093
 _NUMERIC = {'double': float, 'float': float, 'long': int, 'integer': int}
 MAX_ABS = 1e50  # Largest |number| a request may carry: its moments up to the 4th power stay finite in the profiles
 _INT_RANGE = {'long': 2**63, 'integer': 2**31}
@@ -112,7 +112,7 @@ def _check_numbers(rows):
                 err = _bad_number(str(k)[:100], i, v, 'double')
                 if err: raise err
 
-# %% ../nbs/25a_serving_input.ipynb #3b107553
+# %% ../nbs/25a_serving_input.ipynb #12a28df3
 def validate_rows(body, columns:list|None, max_rows:int=10_000):
     "The request's rows as a DataFrame in the signature's column order and types; `RequestError` naming the first problem."
     import difflib, pandas as pd
@@ -156,7 +156,7 @@ def validate_rows(body, columns:list|None, max_rows:int=10_000):
     types |= {n: {'long': 'int64', 'integer': 'int32'}[t] for n, t, _ in columns if t in ('long', 'integer') and df[n].notna().all()}
     return df.astype(types) if types else df
 
-# %% ../nbs/25a_serving_input.ipynb #f1575057
+# %% ../nbs/25a_serving_input.ipynb #25073ada
 BIG_BODY = 256 * 2**10  # Bodies larger than this are parsed in the parser process
 
 def parse_rows(raw:bytes, columns:list|None, max_rows:int=10_000):
