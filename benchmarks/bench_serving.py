@@ -31,6 +31,13 @@ Rollback  `mlops-nb serve churn --canary 0.2 --challenger 3 --guard-window 10` u
           request) to the rollback, from the server's own event time in /health (cross-checked by polling /health every
           50 ms). Target: within one guard window (10 s), and 0 errors to callers (the champion answers for a
           challenger that raises).
+Hostile  `mlops-nb serve churn` (default `--max-body-mb 4`), and the peer, under 4 clients in another process
+          sending `--hostile-bodies` bodies in turn: 16 MB declared, 16 MB chunked, 3.9 MB nested 1.9 M levels deep, 3.9 MB of
+          `1e308` values, 3.9 MB of too many rows, truncated JSON; meanwhile /health (the peer: /ping) is polled every 50 ms
+          from this process. Reported: the answers' statuses, the server's peak RSS over its RSS before (VmHWM after
+          clear_refs, /proc) and that of its parser process, /health median / p95 / max. Targets: peak RSS + <= 100 MB
+          (ours), /health p95 <= 100 ms.
+    python benchmarks/bench_serving.py --hostile-only [--hostile-bodies 200] [--skip-peer]   # this part alone: ~1.5 minutes
 Figures are medians where repeated. The generator, the servers and anything else running share this machine's cores
 (2 here): the CPU each used during each load is printed, with what the rest of the machine used meanwhile.
 """
@@ -279,6 +286,8 @@ def main():
     ap.add_argument('--keys', type=int, default=None, help="canary keys, one request each [10000; --quick 2000]")
     ap.add_argument('--rollbacks', type=int, default=None, help="rollback repetitions [3; --quick 1]")
     ap.add_argument('--skip-peer', action='store_true', help="do not measure MLflow's scoring server")
+    ap.add_argument('--hostile-only', action='store_true', help="only the hostile-bodies part (memory bound, /health latency)")
+    ap.add_argument('--hostile-bodies', type=int, default=None, help="bodies sent in the hostile part [200; --quick 60]")
     a = ap.parse_args()
     seconds = a.seconds or (15.0 if a.quick else 60.0)
     keys, reps = a.keys or (2000 if a.quick else 10_000), a.rollbacks or (1 if a.quick else 3)
@@ -296,6 +305,11 @@ def main():
         load, k = Load(root), [0]
         def start(args, **kw):
             k[0] += 1; return Server(args, proj, env | kw.pop('env', {}), root/f'server-{k[0]}.log', **kw)
+        nh = a.hostile_bodies or (60 if a.quick else 200)
+        if a.hostile_only:
+            note(f"hostile: {nh} bodies, ours" + ('' if a.skip_peer else ' and MLflow\'s'))
+            hostile_report(start, serve, s, nh, a.skip_peer)
+            return 0
         n, low, n_low = int(seconds * a.rate), 50.0, int(min(seconds, 15) * 50)
         peer_s = min(seconds, 15.0)
         rcs, ready = {}, {}
@@ -403,6 +417,9 @@ def main():
         else:
             met3 = False; print("  -> FAIL: no rollback")
 
+        note(f"hostile: {nh} bodies, ours" + ('' if a.skip_peer else ' and MLflow\'s'))
+        hostile_report(start, serve, s, nh, a.skip_peer)
+
         print("\nstopped with SIGINT: " + '; '.join(f"{k}: exit {v.rc} in {v.stop_s:.1f} s" for k, v in rcs.items()))
         bad = [k for k, v in rcs.items() if v.rc != 0 and k.startswith('mlops-nb')]
         if bad: print(f"  <- mlops-nb serve should exit 0 on SIGINT: {', '.join(bad)}")
@@ -415,6 +432,81 @@ def main():
           f"load average at start {load0[0]:.2f} / {load0[1]:.2f}, at the end {load1[0]:.2f} / {load1[1]:.2f} (1 / 5 min); "
           f"whole run {time.perf_counter() - t_all:.0f} s")
     return 0
+
+
+ATTACK = r'''
+import json, sys, threading, httpx
+url, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+MB = 2**20
+def chunked():
+    for _ in range(256): yield b'[' * (64 * 2**10)  # 16 MB, chunked
+bodies = [b'{"rows": [' + b'1,' * (8 * MB) + b'1]}',  # 16 MB declared
+          'chunked',
+          b'[' * (int(1.95 * MB)) + b']' * (int(1.95 * MB)),  # 3.9 MB nested
+          b'{"rows": [' + b'{"mean radius": 1e308},' * 170_000 + b'{"a": 1}]}',  # 3.9 MB of values the profiles cannot hold
+          b'{"rows": [' + b'{"a": 1}, ' * 400_000 + b'{"a": 1}]}',  # 3.9 MB, too many rows
+          b'{"rows": [{"mean radius": 1.0, ']  # truncated
+out = []
+def attack(i):
+    with httpx.Client(base_url=url, timeout=60) as h:
+        for k in range(i, n, 4):
+            b = bodies[k % len(bodies)]
+            try: out.append(str(h.post(path, content=chunked() if b == 'chunked' else b, headers={'content-type': 'application/json'}).status_code))
+            except httpx.TransportError as e: out.append(type(e).__name__)
+ts = [threading.Thread(target=attack, args=(i,)) for i in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(json.dumps(out))
+'''
+
+
+def _kb(pid, key):
+    try:
+        for line in open(f'/proc/{pid}/status'):
+            if line.startswith(key): return int(line.split()[1]) / 1024
+    except OSError: return None
+
+
+def hostile(srv, path, health, n):
+    "Bodies from 4 clients in another process while /health is polled every 50 ms: statuses, peak RSS over the start, /health latencies."
+    import httpx, psutil
+    procs = [srv.p.pid] + [c.pid for c in psutil.Process(srv.p.pid).children(recursive=True)]
+    for pid in procs:
+        with open(f'/proc/{pid}/clear_refs', 'w') as f: f.write('5')
+    base = {pid: _kb(pid, 'VmHWM') for pid in procs}
+    att = subprocess.Popen([sys.executable, '-c', ATTACK, srv.url, path, str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lat, t0 = [], time.perf_counter()
+    with httpx.Client(base_url=srv.url, timeout=30) as h:
+        while att.poll() is None:
+            t = time.perf_counter()
+            try: h.get(health); lat.append((time.perf_counter() - t) * 1000)
+            except httpx.TransportError: lat.append(float('inf'))
+            time.sleep(0.05)
+    out, err = att.communicate(timeout=60)
+    peaks = {pid: _kb(pid, 'VmHWM') for pid in procs}
+    return dict(seconds=time.perf_counter() - t0, answers=Counter(json.loads(out)) if out.strip() else Counter({err[-200:]: 1}), lat=lat,
+                server=(base[srv.p.pid], peaks[srv.p.pid]),
+                others=[(base[p], peaks[p]) for p in procs[1:] if base.get(p) is not None and peaks.get(p) is not None])
+
+
+def hostile_report(start, serve, s, n, skip_peer):
+    print(f"\n4. Hostile bodies: {n} from 4 clients in another process (16 MB declared and chunked, 3.9 MB nested, of 1e308, "
+          "of too many rows, truncated), /health polled every 50 ms")
+    runs = [('mlops-nb serve (--max-body-mb 4)', serve, '/predict', '/health', {}, {})]
+    if not skip_peer:
+        runs.append(('mlflow models serve', [str(BIN/'mlflow'), 'models', 'serve', '-m', 'models:/churn/1', '--env-manager', 'local', '-w', '1',
+                                             '-h', '127.0.0.1', '-p', '{port}'], '/invocations', '/ping', {'MLFLOW_TRACKING_URI': s.tracking_uri}, {'health': '/ping'}))
+    for name, args, path, health, env, kw in runs:
+        srv = start(args, env=env, **kw)
+        try: r = hostile(srv, path, health, n)
+        finally: srv.stop()
+        lat = [x for x in r['lat'] if x != float('inf')]
+        q = statistics.quantiles(lat, n=20) if len(lat) >= 2 else [float('nan')] * 19
+        (b, p) = r['server']
+        print(f"  {name}: {r['seconds']:.1f} s; answers {dict(r['answers'].most_common())}; server RSS {b:.0f} MB -> peak {p:.0f} MB "
+              f"(+{p - b:.0f} MB)" + ''.join(f"; child process {cb:.0f} -> {cp:.0f} MB (+{cp - cb:.0f})" for cb, cp in r['others'] if cp - cb >= 1)
+              + f"; {health}: {len(lat)} answers, median {median(lat):.1f} ms, p95 {q[-1]:.1f} ms, max {max(lat):.1f} ms"
+              + (f", {len(r['lat']) - len(lat)} failed" if len(lat) < len(r['lat']) else ''))
 
 
 def rollback(start, serve, load, root, rep):

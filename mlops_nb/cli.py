@@ -307,7 +307,8 @@ def quota_alerts_command(retry, project_dir):
     return 0
 
 # %% ../nbs/04_cli.ipynb #c575a727
-_as_option = click.option('--as', 'as_', default=None, metavar='WHO', help="Who is acting [default: git user.name <user.email>, else user@host].")
+_as_option = click.option('--as', 'as_', default=None, metavar='WHO', help="Display name recorded beside your verified identity (the OS user; on a server, its authenticated user), at most 200 characters "
+                          "[default: git user.name <user.email>, else user@host]. Approvals count identities, not names.")
 
 def _expected_version(ctx, param, value):
     "`--expect`: a version number (`3`, `v3`) or `none`."
@@ -320,7 +321,7 @@ def _expected_version(ctx, param, value):
 @click.option('--gate', 'gates', multiple=True, metavar='GATE', help="A gate on top of the alias's configured ones (repeatable): auc>=0.9, auc>=champion+0.01, drift, data.")
 @click.option('--approve', default=None, metavar='REASON', help="Approve this version for the alias as you promote it.")
 @click.option('--reason', default='', help="Why: recorded with the promotion.")
-@click.option('--expect', default=None, metavar='VERSION', callback=_expected_version, help="Refuse unless the alias is at this version now (`none`: at no version).")
+@click.option('--expect', default=None, metavar='VERSION', callback=_expected_version, help="Refuse (first, before any gate) unless the alias is at this version now (`none`: at no version).")
 @_as_option
 @click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
 @_project_dir
@@ -338,7 +339,7 @@ def promote_command(model, to, gates, approve, reason, expect, as_, as_json, pro
 @_as_option
 @_project_dir
 def approve_command(model, to, reason, as_, project_dir):
-    "Approve MODEL@VERSION for alias --to (promotions count distinct approvers)."
+    "Approve MODEL@VERSION for alias --to (promotions count distinct verified identities, not --as names)."
     from mlops_nb.promotion import approve
     rec = approve(model, to, reason, as_=as_, settings=resolve_settings(project_dir=project_dir))
     click.echo(f"{rec.who} approved {rec.model} v{rec.to_version} for `{rec.alias}`.")
@@ -379,7 +380,7 @@ def _fractions(text):
 @cli.command('serve', epilog=EXIT_CODES)
 @click.argument('model')
 @click.option('--alias', default='champion', show_default=True, help="The live version: the one this alias points at.")
-@click.option('--host', default='127.0.0.1', show_default=True, help="Interface to listen on.")
+@click.option('--host', default='127.0.0.1', show_default=True, help="Interface to listen on (0.0.0.0: every interface; /predict needs no token).")
 @click.option('--port', type=int, default=8000, show_default=True, help="Port (0: any free port).")
 @click.option('--canary', type=click.FloatRange(0, 1), default=None, help="Share of request keys for the challenger, e.g. 0.05.")
 @click.option('--challenger', default=None, metavar='VERSION', help="The canary's version, alias or run id [default: candidate].")
@@ -391,16 +392,22 @@ def _fractions(text):
 @click.option('--shadow', default=None, metavar='VERSION', help="Also run this version (or alias) on every request; never returned.")
 @click.option('--standby', default=None, metavar='ALIAS', help="Blue/green: keep this version ready; POST /admin/switch swaps.")
 @click.option('--log-rows', type=int, default=1000, show_default=True, help="Rows per inference profile file.")
+@click.option('--max-body-mb', type=click.FloatRange(0, 4096, min_open=True), default=4.0, show_default=True, help="Largest request body in MB; larger ones get 413 before they are read.")
+@click.option('--guard-sample', type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Share of challenger requests also scored by the champion: the canary guards compare the two on the same inputs.")
 @_project_dir
 def serve_command(model, alias, host, port, canary, challenger, ramp, guard_window, max_error_rate, max_p95_ratio,
-                  promote_on_success, shadow, standby, log_rows, project_dir):
-    "Serve MODEL over HTTP: /predict, /health, /metrics (Ctrl-C stops it)."
+                  promote_on_success, shadow, standby, log_rows, max_body_mb, guard_sample, project_dir):
+    """Serve MODEL over HTTP: /predict, /health, /metrics (Ctrl-C stops it).
+
+    /admin/* (e.g. /admin/switch) needs `Authorization: Bearer TOKEN`: the token is $MLOPS_NB_SERVE_TOKEN when set, else a
+    new one written (never printed) to .mlops/serving/MODEL/admin-token, mode 0600. A switch moves the alias through
+    promote/rollback first, so the registry and the served model agree."""
     from mlops_nb.deploy import Guards
     from mlops_nb.serving import serve
     os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')
     serve(model, alias, host, port, resolve_settings(project_dir=project_dir), canary=canary, challenger=challenger, ramp=_fractions(ramp),
           guards=Guards(window_s=guard_window, max_error_rate=max_error_rate, max_p95_ratio=max_p95_ratio),
-          promote_on_success=promote_on_success, shadow=shadow, standby=standby, log_rows=log_rows)
+          promote_on_success=promote_on_success, shadow=shadow, standby=standby, log_rows=log_rows, max_body_mb=max_body_mb, guard_sample=guard_sample)
     return 0
 
 @cli.command('shadow', epilog=EXIT_CODES)

@@ -43,15 +43,25 @@ class Guards:
 
 @dataclass
 class VariantStats:
-    "Outcomes of one variant in one window."
+    "Outcomes of one variant in one window: request counts, and latencies and predictions on the paired inputs."
     requests:int = 0
     errors:int = 0
     latencies_ms:list = field(default_factory=list)
     predictions:list = field(default_factory=list)
 
     def add(self, ok:bool, latency_ms:float, predictions=()):
-        self.requests += 1; self.errors += (not ok); self.latencies_ms.append(latency_ms)
-        if ok and len(self.predictions) < 5000: self.predictions.extend(predictions)  # enough to judge, bounded to judge fast
+        "Count one request and keep its latency and predictions."
+        self.count(ok)
+        if ok: self.pair(latency_ms, predictions)
+
+    def count(self, ok:bool):
+        "Count one request's outcome only."
+        self.requests += 1; self.errors += (not ok)
+
+    def pair(self, latency_ms:float, predictions=()):
+        "Keep the latency and predictions of one call on a paired input (bounded: enough to judge, fast to judge)."
+        if len(self.latencies_ms) < 5000: self.latencies_ms.append(latency_ms)
+        if len(self.predictions) < 5000: self.predictions.extend(predictions)
 
     @property
     def p95(self): return float(np.percentile(self.latencies_ms, 95)) if self.latencies_ms else None
@@ -91,12 +101,13 @@ def _prediction_drift(a:list, b:list, alpha:float, max_shift:float=0.5, max_labe
     return bool(significant and large), detail
 
 def judge_window(champion:VariantStats, challenger:VariantStats, guards:Guards, final:bool=True):
-    "The guards the challenger breached in a window, as sentences (empty: none). `final`: the window is over."
+    "The guards the challenger breached in a window, as sentences (empty: none); latency and predictions of both on the same inputs. `final`: the window is over."
     out = []
     c = challenger
     if c.requests and c.errors >= min(guards.min_errors, c.requests if final else guards.min_errors) and c.errors / c.requests > guards.max_error_rate:
         out.append(f"error rate {c.errors}/{c.requests} = {c.errors/c.requests:.1%} > {guards.max_error_rate:.1%}")
-    if final and c.requests >= guards.min_requests and champion.requests >= guards.min_requests:
+    # Latency and predictions: the pairs only (`champion` holds the champion's calls on the challenger's inputs).
+    if final and c.requests >= guards.min_requests and min(len(c.latencies_ms), len(champion.latencies_ms)) >= guards.min_requests:
         p_ch, p_c = challenger.p95, champion.p95
         if p_ch is not None and p_c is not None and p_ch > max(guards.min_p95_ms, guards.max_p95_ratio * p_c):
             out.append(f"p95 latency {p_ch:.1f} ms > {guards.max_p95_ratio:g} x the champion's {p_c:.1f} ms")
@@ -121,23 +132,30 @@ class CanaryController:
             raise MlopsNbError(f"Ramp steps {list(ramp)} must rise above the starting fraction {fraction:g}, up to 1.", fix="Use e.g. `--canary 0.05 --ramp 0.25,0.5,1`.")
         self.fraction, self.steps, self.guards, self.salt = fraction, list(ramp), guards or Guards(), salt
         self.on_change, self.clock, self.status, self.reason = on_change, clock, 'running', ''
-        self.history, self.lock = [], threading.Lock()
+        self.history, self.lock, self.windows = [], threading.Lock(), 0
         self._new_window()
 
     def _new_window(self):
-        self.window_start, self.champion, self.challenger = self.clock(), VariantStats(), VariantStats()
+        self.window_start, self.champion, self.challenger, self.champion_requests = self.clock(), VariantStats(), VariantStats(), 0
 
     def route(self, key:str) -> str:
         "`challenger` or `champion` for the request with `key`."
         return 'challenger' if to_challenger(key, self.fraction, self.salt) else 'champion'
 
-    def record(self, variant:str, ok:bool, latency_ms:float, predictions=()):
-        "Count one request's outcome; may roll back at once on errors."
+    def record(self, variant:str, ok:bool, latency_ms:float=0.0, predictions=()):
+        "Count one request's outcome (its latency and predictions are on inputs the client chose: not compared); may roll back at once on errors."
         with self.lock:
-            (self.challenger if variant == 'challenger' else self.champion).add(ok, latency_ms, predictions)
+            if variant == 'challenger': self.challenger.count(ok)
+            else: self.champion_requests += 1
             if variant == 'challenger' and not ok and self.status == 'running':
                 breaches = judge_window(self.champion, self.challenger, self.guards, final=False)
                 if breaches: return self._roll_back(breaches)
+
+    def record_pair(self, champion_preds, challenger_preds, champion_ms:float, challenger_ms:float):
+        "Both models' predictions and latencies on the same (sampled challenger) input: what the guards compare."
+        with self.lock:
+            self.champion.pair(champion_ms, champion_preds); self.champion.requests += 1
+            self.challenger.pair(challenger_ms, challenger_preds)
 
     def tick(self):
         "Close the window if its time is up: roll back, step up, or carry on. The judging runs outside the lock."
@@ -149,6 +167,7 @@ class CanaryController:
         breaches = judge_window(champion, challenger, self.guards)  # requests go on meanwhile, into the next window
         with self.lock:
             if self.status != 'running': return
+            self.windows += 1
             if breaches: return self._roll_back(breaches)
             if challenger.requests < self.guards.min_requests: return
             self.history.append(dict(fraction=self.fraction, requests=challenger.requests, errors=challenger.errors))
@@ -169,7 +188,8 @@ class CanaryController:
     def state(self):
         "A JSON-ready summary for `/health`."
         return dict(status=self.status, fraction=self.fraction, steps_left=list(self.steps), reason=self.reason,
-                    window=dict(seconds=round(self.clock() - self.window_start, 1), champion_requests=self.champion.requests,
+                    windows_judged=self.windows,
+                    window=dict(seconds=round(self.clock() - self.window_start, 1), champion_requests=self.champion_requests, pairs=len(self.challenger.latencies_ms),
                                 challenger_requests=self.challenger.requests, challenger_errors=self.challenger.errors))
 
 # %% ../nbs/25_deploy.ipynb #7f5c850f

@@ -83,6 +83,28 @@ def test_an_alias_that_requires_an_approval_refuses_without_one(project):
     assert mlops_nb_cli('promote', 'churn@3', '--to', 'champion', cwd=project).returncode == 15
 
 
+def test_approvals_count_people_not_names_and_free_text_cannot_forge_history(project):
+    "One OS user approving twice, as Alice and as Bob, is one approval: approvals = 2 is refused, naming why."
+    import getpass, socket
+    _pyproject(project, '[tool.mlops_nb.promotion.champion]\napprovals = 2')
+    c, _ = _versions(project, [0.90])
+    forged = 'ok\n2020-01-01 00:00:00  promote   champion  v1 -> v9  root'
+    for name in ('Alice', 'Bob'):
+        mlops_nb_cli('approve', 'churn@1', '--to', 'champion', '--reason', forged, '--as', name, cwd=project, check=True)
+    r = mlops_nb_cli('promote', 'churn@1', '--to', 'champion', cwd=project)
+    me = f"{getpass.getuser()}@{socket.gethostname()}"
+    assert r.returncode == 15 and _alias(c) is None, r.stdout + r.stderr
+    row = next(l for l in r.stderr.splitlines() if l.startswith('approvals'))
+    assert f'1 distinct identity: {me} (as Alice, Bob)' in row and 'one identity approving under several names counts once' in row and row.split()[-1] == 'NO'
+    assert 'approvals count distinct OS or server users, not `--as` names' in r.stderr
+    approvals = [h for h in _history(project) if h['action'] == 'approve']
+    assert [(a['who'], a['identity']) for a in approvals] == [('Alice', me), ('Bob', me)]
+    out = mlops_nb_cli('history', 'churn', cwd=project, check=True).stdout
+    assert 'v1 -> v9' in out and not any(l.startswith('2020-01-01') for l in out.splitlines()), out  # escaped: on the approval's own line
+    r = mlops_nb_cli('approve', 'churn@1', '--to', 'champion', '--reason', 'x', '--as', 'A' * 201, cwd=project)
+    assert r.returncode == 15 and '`--as` is 201 characters long' in r.stderr and 'the limit is 200' in r.stderr and 'Traceback' not in r.stderr
+
+
 def test_drift_and_data_gates_read_the_monitoring_and_training_runs(project):
     c, vs = _versions(project, [0.90, 0.92])
     (_, _), (v2, run2) = vs
@@ -168,3 +190,30 @@ def test_concurrent_promotions_of_one_alias_one_wins_and_the_audit_shows_both(pr
     assert _alias(c) == winner
     tail = [(h['action'], h['from_version'], h['to_version']) for h in _history(project)][1:]
     assert sorted(tail) == sorted([('promote', 1, winner), ('refuse', winner, 5 - winner)]), tail
+
+
+@pytest.mark.parametrize('kind', ['sqlite', 'postgresql'])
+def test_twenty_races_for_one_alias_each_has_one_winner_and_a_loser_refused_by_its_expectation(project, kind, request):
+    "The race above, 20 times in threads (each promotion its own lock holder): the loser is always refused for the moved "
+    "alias, first, never by a gate judged against the new champion (when b wins, a fails `auc>=champion` against b)."
+    import threading
+    from mlops_nb import promotion
+    from mlops_nb.config import resolve_settings
+    if kind == 'postgresql':
+        _pyproject(project, f'tracking_uri = "{request.getfixturevalue("databases")().replace("postgresql://", "postgresql+psycopg://", 1)}"')
+    s = resolve_settings(project_dir=project)
+    c, _ = _versions(project, [0.80] + [0.81 + 0.004 * i + d for i in range(20) for d in (0.0, 0.002)])  # each round beats the last
+    promotion.promote('churn@1', 'champion', settings=s)
+    for i in range(20):
+        now, (a, b), out = _alias(c), (2 + 2 * i, 3 + 2 * i), {}
+        go = threading.Barrier(2)
+        def race(v):
+            go.wait()
+            try: out[v] = promotion.promote(f'churn@{v}', 'champion', gates=['auc>=champion'], expect=now, settings=s).version
+            except promotion.PromotionError as e: out[v] = e.message
+        ts = [threading.Thread(target=race, args=(v,)) for v in (a, b)]
+        for t in ts: t.start()
+        for t in ts: t.join(60)
+        winner = next(v for v, o in out.items() if isinstance(o, int))
+        loser = (a + b) - winner
+        assert f'`champion` moved from v{now} to v{winner}' in out[loser] and _alias(c) == winner, (i, out)

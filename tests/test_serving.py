@@ -113,7 +113,7 @@ def _model(trained, version):
 
 def test_the_service_answers_with_the_champion_and_refuses_bad_requests_naming_the_field(trained, rows):
     import pandas as pd
-    svc = Service(trained)
+    svc = Service(trained, '--max-body-mb', '16')  # 10,001 rows (7 MB) reach the row limit, not the body limit
     try:
         r = svc.predict(rows[:5])
         assert r.status_code == 200 and r.json()['version'] == 1 and r.json()['variant'] == 'champion'
@@ -243,8 +243,10 @@ def test_blue_green_switches_all_traffic_at_once_and_back(trained, rows):
                     r = h.post('/predict', json={'rows': rows[:1]})
                     (seen if r.status_code == 200 else errors).append(r.json().get('version', r.text))
         t = threading.Thread(target=traffic); t.start()
+        assert svc.http.post('/admin/switch', json={'as': 'oncall'}).status_code == 401  # the admin token, from its 0600 file
+        auth = {'Authorization': 'Bearer ' + (svc.proj/'.mlops'/'serving'/'churn'/'admin-token').read_text().strip()}
         for i in range(6):
-            r = svc.http.post('/admin/switch', json={'as': 'oncall', 'reason': f'switch {i}'})
+            r = svc.http.post('/admin/switch', json={'as': 'oncall', 'reason': f'switch {i}'}, headers=auth)
             assert r.status_code == 200 and r.json()['live']['version'] == (2 if i % 2 == 0 else 1), r.text
             assert {svc.predict(rows[:1]).json()['version'] for _ in range(5)} == {r.json()['live']['version']}
         stop.set(); t.join()
