@@ -204,12 +204,11 @@ def _writeable(x):
 _HUGE = 1e60  # beyond this a value's 4th power, summed over 1e12 rows, would overflow float64 (1.8e308)
 
 def _text_counts(s):
-    "`(values, counts, null)` of a text Series through Arrow, no Python object per value; None if it holds non-text values."
-    import pyarrow as pa, pyarrow.compute as pc
-    try: a = pa.array(s, from_pandas=True, type=pa.string())  # C++ conversion; raises on an int or bytes among the strings
-    except (pa.ArrowException, TypeError, ValueError): return None
-    vc = pc.value_counts(pc.drop_null(a))
-    return vc.field('values').to_pylist(), vc.field('counts').to_pylist(), a.null_count
+    "`(values, counts, null, mismatch)` of a text Series in one hash-table pass; types are checked per distinct value, not per row."
+    vc = s.value_counts(dropna=True, sort=False)  # pandas' C hash table, on `object` (pandas 2) and Arrow strings (pandas 3) alike
+    keys, counts = vc.index.tolist(), vc.to_numpy().tolist()
+    text = [(k, c) for k, c in zip(keys, counts) if isinstance(k, str) and c]
+    return [k for k, _ in text], [c for _, c in text], len(s) - sum(counts), sum(counts) - sum(c for _, c in text)
 
 def _column_chunk(s, kind, k, name=None):
     "The `ColumnProfile` of one chunk `s` (a pandas Series) of a column of `kind`, with KLL parameter `k`."
@@ -224,8 +223,8 @@ def _column_chunk(s, kind, k, name=None):
         x = v if p.null + p.mismatch + p.inf == 0 else v[finite]
         p.moments = Moments.of(x); p.kll = ds.kll_doubles_sketch(k)
         if len(x): p.kll.update(_writeable(x))
-    elif kind == 'categorical' and not isinstance(s.dtype, pd.CategoricalDtype) and (t := _text_counts(s)) is not None:
-        values, counts, p.null = t  # object or string dtype holding only text: counted in Arrow (pandas 2's object strings too)
+    elif kind == 'categorical' and not isinstance(s.dtype, pd.CategoricalDtype):
+        values, counts, p.null, p.mismatch = _text_counts(s)  # object (pandas 2) or string dtype: no Python work per row
         p.items = ds.frequent_strings_sketch(_ITEMS_LG); p.hll = ds.hll_sketch(_HLL_LG)
         for value, c in zip(values, counts): p.items.update(value, c); p.hll.update(value)
     elif kind in ('categorical', 'boolean'):
