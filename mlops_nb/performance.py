@@ -7,13 +7,13 @@ Docs: https://mlops-nb.github.io/mlops_nb/performance.html.md"""
 # %% auto #0
 __all__ = ['PerformanceError', 'Estimate', 'PerformanceReport', 'estimate_performance']
 
-# %% ../nbs/18b_performance.ipynb #0460c0b9
+# %% ../nbs/18b_performance.ipynb #55afa2d6
 import math
 from dataclasses import dataclass, field
 
 from .errors import MlopsNbError, missing_dependency
 
-# %% ../nbs/18b_performance.ipynb #d8713459
+# %% ../nbs/18b_performance.ipynb #4a6f83ef
 class PerformanceError(MlopsNbError):
     "Performance cannot be estimated: missing columns, labels of the wrong kind, or only profiles where rows are needed."
     exit_code = 12
@@ -23,7 +23,7 @@ def _sklearn():
     except ImportError: raise missing_dependency('scikit-learn', 'train', 'Performance estimation') from None
     return sklearn
 
-# %% ../nbs/18b_performance.ipynb #742fdf4c
+# %% ../nbs/18b_performance.ipynb #17697cd5
 @dataclass
 class Estimate:
     "One metric on the current data: the estimate, its band, the reference's band, and the realized value once labels arrive."
@@ -40,7 +40,7 @@ class Estimate:
         "True when the estimate leaves the reference's band on the bad side."
         return self.value < self.ref_lower if self.higher_is_better else self.value > self.ref_upper
 
-# %% ../nbs/18b_performance.ipynb #e5425a98
+# %% ../nbs/18b_performance.ipynb #2ae053d5
 def _ece(p, y, bins=10):
     "Expected calibration error of probabilities `p` for 0/1 labels `y`, on quantile bins."
     import numpy as np
@@ -58,7 +58,7 @@ def _calibrator(p, y, rng):
     _sklearn(); from sklearn.isotonic import IsotonicRegression
     return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds='clip').fit(p, y)
 
-# %% ../nbs/18b_performance.ipynb #dbcb5ff5
+# %% ../nbs/18b_performance.ipynb #a07530ca
 def _expected_binary(s, q, yhat):
     "Expected accuracy, F1 and ROC AUC when labels are Bernoulli(`q`), for scores `s` and predictions `yhat` (0/1)."
     import numpy as np
@@ -106,7 +106,7 @@ def _expected(S, Q, yhat):
     return dict(accuracy=float(Q[np.arange(len(yhat)), yhat].mean()), f1=float(np.mean([d['f1'] for d in per])),
                 roc_auc=float(np.mean([d['roc_auc'] for d in per])))
 
-# %% ../nbs/18b_performance.ipynb #44ec7c40
+# %% ../nbs/18b_performance.ipynb #6d8a0f02
 def _simulated_sd(S, Q, yhat, rng, reps=200):
     "Sampling sd of each realized metric when the labels are drawn from the calibrated probabilities `Q`."
     import numpy as np
@@ -125,7 +125,7 @@ def _bootstrap_sd(fn, n_ref, n, rng, reps=100):
     vals = [fn(rng.integers(0, n_ref, n)) for _ in range(reps)]
     return {k: float(np.nanstd([v[k] for v in vals], ddof=1)) for k in vals[0]}
 
-# %% ../nbs/18b_performance.ipynb #6c9c202b
+# %% ../nbs/18b_performance.ipynb #c0ad5cc7
 def _frame(x, name):
     "A DataFrame of rows: a DataFrame, or a Parquet/CSV file; profiles cannot be estimated from (they hold no rows)."
     import pandas as pd
@@ -151,7 +151,7 @@ def _columns(df, cols, name, what):
     if miss: raise PerformanceError(f"The {name} data has no {what} column {miss[0]!r} (it has {', '.join(map(str, list(df.columns)[:12]))}).",
                                     fix=f"Pass the name of the column holding the {what}.")
 
-# %% ../nbs/18b_performance.ipynb #0d08057e
+# %% ../nbs/18b_performance.ipynb #1b34e7a0
 @dataclass
 class PerformanceReport:
     "Estimated (and, with labels, realized) metrics of the current data: `.to_frame()`, `.metrics()`, `.alerts`, `.log()`."
@@ -203,7 +203,7 @@ class PerformanceReport:
                                   unit=e.metric, run_id=run.run_id, project=s.experiment, metrics=self.alerts), s)
         return run
 
-# %% ../nbs/18b_performance.ipynb #c186815d
+# %% ../nbs/18b_performance.ipynb #3ec0ce23
 def estimate_performance(reference,  # Rows with labels: the model's validation or recent labelled data (DataFrame, Parquet/CSV)
                          current,  # Rows to judge, labels optional (delayed)
                          prediction:str|None=None,  # Column of the predicted class, or of the regression's prediction
@@ -293,7 +293,7 @@ def _dle(ref, cur, prediction, proba, label, features, rng):
     e0 = y0 - p0
     from sklearn.ensemble import HistGradientBoostingRegressor
     mask = [c in cats for c in features] + [False]
-    fit = lambda target: HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, min_samples_leaf=40, categorical_features=mask,
+    fit = lambda target: HistGradientBoostingRegressor(max_iter=100, learning_rate=0.1, min_samples_leaf=40, categorical_features=mask,
                                                        random_state=0).fit(X0, target)
     abs_m, sq_m = fit(np.abs(e0)), fit(e0**2)
     a1 = np.clip(abs_m.predict(X1), 0, None); s1 = np.clip(sq_m.predict(X1), 0, None); n = len(a1)

@@ -31,7 +31,7 @@ def regressed(n, sd, seed):
 def test_cbpe_accuracy_under_covariate_shift_is_within_two_points_and_covered_by_its_band(overconfident):
     errors, covered, realized = [], [], []
     ref = classified(10_000, 1.0, 0, overconfident)
-    for r in range(12):
+    for r in range(40):
         rep = estimate_performance(ref, classified(5000, 0.5, 100 + r, overconfident), prediction='pred', proba='score', seed=r, log=False)
         a = rep['accuracy']; errors.append(abs(a.value - a.realized)); covered.append(a.lower <= a.realized <= a.upper); realized.append(a.realized)
         assert a.reference > 0.88 and a.alert and ('recalibrated' in ' '.join(rep.notes)) == overconfident
@@ -41,7 +41,7 @@ def test_cbpe_accuracy_under_covariate_shift_is_within_two_points_and_covered_by
 
 def test_dle_mae_under_covariate_shift_is_close_and_covered():
     errors, covered = [], []
-    ref = regressed(20_000, 1.0, 1)
+    ref = regressed(10_000, 1.0, 1)
     for r in range(8):
         rep = estimate_performance(ref, regressed(5000, 1.6, 200 + r), prediction='pred', label='y', seed=r, log=False)
         m = rep['mae']; errors.append(abs(m.value - m.realized)/m.realized); covered.append(m.lower <= m.realized <= m.upper)
