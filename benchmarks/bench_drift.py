@@ -3,6 +3,8 @@
     python benchmarks/bench_drift.py [--rows 1000000] [--repeat 3] [--whylogs-repeat 3] [--seed 0]   # ~5.5 minutes
     python benchmarks/bench_drift.py --quick          # 100k rows a side, 3 repeats: ~1.5 minutes
     python benchmarks/bench_drift.py --skip-whylogs   # whylogs takes ~1 min a repeat at 1M rows
+    python benchmarks/bench_drift.py --strings object # text as `object` columns, as pandas 2 holds it (its default there)
+    /work/venv-pd2/bin/python benchmarks/bench_drift.py --skip-blas1   # on pandas 2 (see benchmarks/README.md: the venv)
 
 Data       `--rows` x 25 columns a side (reference seed, current seed + 1): 20 numeric (4 each of normal, lognormal,
            exponential, uniform, Poisson(4) integers) and 5 pandas `str` columns of 5, 10, 20, 35 and 50 categories
@@ -37,6 +39,7 @@ MEAN = dict(norm=0.0, lognorm=math.exp(_LN_S**2/2), expo=1.0, unif=0.5, pois=4.0
 SD = dict(norm=1.0, lognorm=math.sqrt((math.exp(_LN_S**2) - 1)*math.exp(_LN_S**2)), expo=1.0, unif=12**-0.5, pois=2.0)
 SHIFTED = dict(mean={'norm0': 0.2}, scale={'lognorm1': 1.2}, share={'cat2': 0.05}, missing={'expo3': 0.03})
 EXPECTED = sorted(c for d in SHIFTED.values() for c in d)
+STRINGS = 'default'  # `--strings object`: text as Python objects on pandas 3 too (what pandas 2 holds by default)
 
 
 def note(msg): print(f"  .. {msg}", file=sys.stderr, flush=True)
@@ -69,7 +72,8 @@ def make_frame(n, rng, change=None):
         if c in share: p[0] -= share[c]; p[1] += share[c]
         idx = np.minimum(np.searchsorted(np.cumsum(p), rng.random(n), side='right'), k - 1)
         names = pa.array([f'{c}_{m}' for m in range(k)])
-        cols[c] = pd.array(names.take(pa.array(idx)), dtype='str')
+        cols[c] = pd.array(names.take(pa.array(idx)), dtype='str')  # pandas 3: its `str` dtype; pandas 2: `object` strings
+        if STRINGS == 'object': cols[c] = np.asarray(cols[c], dtype=object)
     return pd.DataFrame(cols)
 
 
@@ -128,8 +132,10 @@ def child_ours(rows, seed, tmp):
     cfg = DriftConfig()  # the defaults, whatever a pyproject in the working directory says
     for key in ('first', 'warm'):
         with Peak() as m:
-            t = time.perf_counter(); rep = drift(ref, cur, config=cfg, log=False); s = time.perf_counter() - t
-        out[f'raw_{key}_s'], out[f'raw_{key}_mb'], out['mem_how'] = s, m.mb, m.how
+            t = time.perf_counter(); c0 = time.process_time(); rep = drift(ref, cur, config=cfg, log=False)
+            s = time.perf_counter() - t; cpu = time.process_time() - c0
+        out[f'raw_{key}_s'], out[f'raw_{key}_cpu'], out[f'raw_{key}_mb'], out['mem_how'] = s, cpu, m.mb, m.how
+        out['dtype'] = str(ref[CATEGORICAL[0]].dtype)
         out['verdict'], out['drifted'] = rep.verdict, sorted(rep.drifted)
         del rep
     out['raw_tm_mb'] = traced_peak(lambda: drift(ref, cur, config=cfg, log=False))
@@ -237,7 +243,7 @@ def child_whylogs(rows, seed):
 
 
 def run_child(kind, rows, seed, tmp, env=None):
-    args = [sys.executable, __file__, '--child', kind, '--rows', str(rows), '--seed', str(seed), '--tmp', tmp]
+    args = [sys.executable, __file__, '--child', kind, '--rows', str(rows), '--seed', str(seed), '--tmp', tmp, '--strings', STRINGS]
     t = time.perf_counter()
     p = subprocess.run(args, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
@@ -260,7 +266,9 @@ def report(a, ours, sp, wl, cold, blas1):
     row = lambda name, xs, mb, ratio='': print(f"{name:<{W}}{fmt_s(median(xs)):>10}{rng_s(xs):>18}"
                                                 f"{(f'{mb:.0f} MB' if mb is not None else ''):>12}{ratio:>15}")
     ow = [r['raw_warm_s'] for r in ours]
-    row("mlops_nb drift(ref_df, cur_df), warm   (target <= 2 s, 50 MB)", ow, med(ours, 'raw_warm_mb'))
+    row(f"mlops_nb drift(ref_df, cur_df), warm   (target <= 3 s, 50 MB)", ow, med(ours, 'raw_warm_mb'))
+    print(f"{'  CPU time of that call (process_time; wall = CPU on a quiet machine)':<{W}}{fmt_s(med(ours, 'raw_warm_cpu')):>10}"
+          f"   text columns held as pandas `{ours[0]['dtype']}`")
     print(f"{'  tracemalloc peak of the call (NumPy and Python only)':<{W}}{'':>28}{med(ours, 'raw_tm_mb'):>10.0f} MB"
           + (f"   scipy's: {med(sp, 'tm_mb'):.0f} MB" if sp else ''))
     row("mlops_nb, first call in a new process (lazy imports in)", [r['raw_first_s'] for r in ours], med(ours, 'raw_first_mb'))
@@ -330,9 +338,14 @@ def main():
     ap.add_argument('--quick', action='store_true', help="100k rows a side (unless --rows is given), 3 repeats")
     ap.add_argument('--skip-whylogs', action='store_true')
     ap.add_argument('--skip-blas1', action='store_true', help="leave out the diagnostic mlops_nb run with OPENBLAS_NUM_THREADS=1")
+    ap.add_argument('--strings', choices=('default', 'object'), default='default',
+                    help="text columns as pandas' default (pandas 3: `str`; pandas 2: `object`) or as `object` on either")
     ap.add_argument('--child', help=argparse.SUPPRESS)
     ap.add_argument('--tmp', help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global STRINGS; STRINGS = a.strings
+    try: import whylogs  # noqa: F401
+    except ImportError: a.skip_whylogs = True  # e.g. a pandas-2 venv without it
     if a.child:
         if a.child == 'ours': out = child_ours(a.rows, a.seed, a.tmp)
         elif a.child == 'scipy': out = child_scipy(a.rows, a.seed)

@@ -26,7 +26,7 @@ Power      10k rows a side, raw path (the profile path from the same profiles sh
            significant (target >= 0.7); +0.03 and +0.04 sd, alerted (target 0: no material alert below 0.05 sd);
            +0.05 sd shown for context.
 """
-import argparse, math, os, statistics, sys, time
+import argparse, math, os, statistics, sys, time, warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -54,6 +54,30 @@ def pct(k, n, ub=True):
 
 
 def col_family(c): return 'cat' if c in CATEGORICAL else family(c)
+
+
+def scipy_pvalues(ref, cur):
+    "The peer, uncorrected: scipy's `ks_2samp` per numeric column (NaN dropped), `chi2_contingency` of the value counts per text column."
+    import numpy as np, pandas as pd
+    from scipy.stats import chi2_contingency, ks_2samp
+    out = {}
+    for c in ref.columns:
+        if pd.api.types.is_numeric_dtype(ref[c].dtype):
+            a, b = ref[c].to_numpy(dtype=float), cur[c].to_numpy(dtype=float)
+            out[c] = float(ks_2samp(a[~np.isnan(a)], b[~np.isnan(b)]).pvalue)
+        else:
+            t = pd.concat([ref[c].value_counts(), cur[c].value_counts()], axis=1).fillna(0).to_numpy()
+            out[c] = float(chi2_contingency(t).pvalue)
+    return out
+
+
+class ScipyTally:
+    "No-shift false alarms of the uncorrected peer: column tests with p <= 0.05, and repetitions with any."
+    def __init__(self): self.reps = self.any = 0; self.fam = defaultdict(lambda: [0, 0])
+    def add(self, ps):
+        self.reps += 1; self.any += any(p <= 0.05 for p in ps.values())
+        for c, p in ps.items():
+            cell = self.fam['cat' if c.startswith('cat') else 'num']; cell[0] += p <= 0.05; cell[1] += 1
 
 
 class Tally:
@@ -85,14 +109,15 @@ def replace_column(prof, col):
 def calibration(sizes, reps, seed, cfg, big_shifts, full_reps):
     from mlops_nb.drift import drift
     from mlops_nb.profiles import profile
-    tallies, big = {}, defaultdict(list)  # big: shift -> [(significant, alerted, p, effect_upper of the mean test)]
+    tallies, big, sp = {}, defaultdict(list), {}  # big: shift -> [(significant, alerted, p, effect_upper of the mean test)]
     for n in sizes:
-        R = reps[n]; raw_t, prof_t = Tally(), Tally()
+        R = reps[n]; raw_t, prof_t, sp_t = Tally(), Tally(), ScipyTally()
         note(f"calibration: {n:,} rows a side, {R} repetitions" + (" (+ shifted norm0 on the profiles)" if n == 1_000_000 else ''))
         for r in range(R):
             ref = make_frame(n, rng_for(seed, SECTION['calibration'], n, r, 0))
             cur = make_frame(n, rng_for(seed, SECTION['calibration'], n, r, 1))
             t = time.perf_counter(); rep = drift(ref, cur, config=cfg, log=False); raw_t.add(rep, time.perf_counter() - t)
+            if n <= 100_000: sp_t.add(scipy_pvalues(ref, cur))
             pr, pc = rep.reference, rep.current
             t = time.perf_counter(); prep = drift(pr, pc, config=cfg, log=False); prof_t.add(prep, time.perf_counter() - t)
             if n == 1_000_000:
@@ -102,6 +127,7 @@ def calibration(sizes, reps, seed, cfg, big_shifts, full_reps):
                     mean = next(t for t in c.tests if t.test == 'mean')
                     big[s].append((c.status in ('drift', 'minor'), c.status == 'drift', c.p_value, mean.effect_upper))
         tallies[(n, 'raw')], tallies[(n, 'profiles')] = raw_t, prof_t
+        if sp_t.reps: sp[n] = sp_t
     if full_reps:
         n, chunk = 10_000_000, 1_000_000; t10 = Tally()
         note(f"calibration: {n:,} rows a side (profiles of {n//chunk} chunks of {chunk:,} merged), {full_reps} repetitions")
@@ -115,17 +141,53 @@ def calibration(sizes, reps, seed, cfg, big_shifts, full_reps):
                 sides.append(p)
             t = time.perf_counter(); rep = drift(*sides, config=cfg, log=False); t10.add(rep, time.perf_counter() - t)
         tallies[(n, 'profiles')] = t10
-    return tallies, big
+    return tallies, big, sp
+
+
+def zipf_column(n, k, rng):
+    "`n` draws of `k` categories with Zipf shares, as pandas `str`."
+    import numpy as np, pandas as pd
+    p = 1/np.arange(1, k + 1); p /= p.sum()
+    idx = np.minimum(np.searchsorted(np.cumsum(p), rng.random(n), side='right'), k - 1)
+    return pd.Series(np.array([f'c{m}' for m in range(k)], dtype=object)[idx]).astype('str')
+
+
+def many_categories(n, R, seed, cfg, k=500):
+    "No shift, the 25 columns plus one of `k` Zipf categories (most rare): how often that column is `minor` or `drift`."
+    import pandas as pd
+    from mlops_nb.drift import drift
+    from scipy.stats import chi2_contingency
+    st, peer = Counter(), 0
+    note(f"calibration: the 25 columns + one of {k} categories, {n:,} rows a side, {R} repetitions")
+    for r in range(R):
+        ref = make_frame(n, rng_for(seed, 4, n, r, 0)).assign(cat500=zipf_column(n, k, rng_for(seed, 4, n, r, 2)))
+        cur = make_frame(n, rng_for(seed, 4, n, r, 1)).assign(cat500=zipf_column(n, k, rng_for(seed, 4, n, r, 3)))
+        st[drift(ref, cur, config=cfg, log=False)['cat500'].status] += 1
+        t = pd.concat([ref.cat500.value_counts(), cur.cat500.value_counts()], axis=1).fillna(0).to_numpy()
+        peer += chi2_contingency(t).pvalue <= 0.05
+    return st, peer, R
 
 
 # -- power ----------------------------------------------------------------------------------------------------------
 SCENARIOS = [  # label, change to the current side, target columns, target (alerted share)
-    ('(i) norm0 mean +0.05 sd', dict(mean={'norm0': 0.05}), ['norm0'], 0.90),
+    ('(i) norm0 mean +0.05 sd (one column)', dict(mean={'norm0': 0.05}), ['norm0'], None),  # context: see the README
     ('(ii) norm1 sd x1.10', dict(scale={'norm1': 1.10}), ['norm1'], 0.95),
     ('(iii) cat1 3 points of share moved', dict(share={'cat1': 0.03}), ['cat1'], 0.75),
     ('(iv) expo0 5% missing', dict(missing={'expo0': 0.05}), ['expo0'], 0.99),
-    ('(v) all 20 numeric mean +0.05 sd', dict(mean={c: 0.05 for c in NUMERIC}), NUMERIC, 0.90),
+    ('(v) all 20 numeric mean +0.05 sd', dict(mean={c: 0.05 for c in NUMERIC}), NUMERIC, 0.85),
+    ('(vi) all 5 categorical, 3 points moved', dict(share={c: 0.03 for c in CATEGORICAL}), CATEGORICAL, 0.70),
+    ('(vii) shapes: 20 numeric mean +0.05 sd', dict(mean={c: 0.05 for c in NUMERIC}, shapes=True), NUMERIC, 0.85),
 ]
+SHAPES = dict(norm='normal', lognorm='lognormal(0, 0.5)', expo='gamma(2)', unif='uniform', pois='Poisson(4)')  # (vii): expo columns drawn as gamma(2)
+
+
+def shape_frame(n, rng, shift):
+    "The 25-column frame with its exponential columns replaced by gamma(2) ones, every numeric column's mean moved `shift` sd."
+    import numpy as np
+    df = make_frame(n, rng, dict(mean={c: shift for c in NUMERIC}) if shift else None)
+    for c in NUMERIC:
+        if family(c) == 'expo': df[c] = rng.gamma(2.0, 1.0, n) + shift*math.sqrt(2.0)
+    return df
 
 
 def power(n, R, seed, cfg):
@@ -134,17 +196,26 @@ def power(n, R, seed, cfg):
     for k, (label, change, targets, goal) in enumerate(SCENARIOS):
         note(f"power: {label}, {n:,} rows a side, {R} repetitions")
         res = {path: dict(alert=0, sig=0, other=0, others=0, gate=0, fam=Counter(), famn=Counter(), p=[], main=Counter())
-               for path in ('raw', 'profiles')}
+               for path in ('raw', 'profiles', 'scipy')}
         for r in range(R):
-            ref = make_frame(n, rng_for(seed, SECTION['power'], k, r, 0))
-            cur = make_frame(n, rng_for(seed, SECTION['power'], k, r, 1), change)
+            if change.get('shapes'):
+                ref = shape_frame(n, rng_for(seed, SECTION['power'], k, r, 0), 0.0)
+                cur = shape_frame(n, rng_for(seed, SECTION['power'], k, r, 1), 0.05)
+            else:
+                ref = make_frame(n, rng_for(seed, SECTION['power'], k, r, 0))
+                cur = make_frame(n, rng_for(seed, SECTION['power'], k, r, 1), change)
             rep = drift(ref, cur, config=cfg, log=False)
+            d = res['scipy']; ps = scipy_pvalues(ref, cur); hit = {c: p <= 0.05 for c, p in ps.items()}
+            d['gate'] += any(hit.values())
+            for c, h in hit.items():
+                if c in targets: d['alert'] += h; d['sig'] += h; d['fam'][col_family(c)] += h; d['famn'][col_family(c)] += 1
+                else: d['other'] += h; d['others'] += 1
             for path, rp in (('raw', rep), ('profiles', drift(rep.reference, rep.current, config=cfg, log=False))):
                 d = res[path]; d['gate'] += rp.verdict == 'drift'
                 for c in rp.columns:
                     if c.column in targets:
                         d['alert'] += c.status == 'drift'; d['sig'] += c.status in ('drift', 'minor'); d['p'].append(c.p_value)
-                        d['fam'][family(c.column)] += c.status == 'drift'; d['famn'][family(c.column)] += 1
+                        d['fam'][col_family(c.column)] += c.status == 'drift'; d['famn'][col_family(c.column)] += 1
                         if c.status in ('drift', 'minor'): d['main'][f"{c.main.test}{'' if c.main.material else '(not material)'}"] += 1
                     elif c.tests:
                         d['other'] += c.status == 'drift'; d['others'] += 1
@@ -153,7 +224,7 @@ def power(n, R, seed, cfg):
 
 
 # -- report ---------------------------------------------------------------------------------------------------------
-def report(a, tallies, big, pw, cfg):
+def report(a, tallies, big, pw, cfg, sp, many):
     verdicts = []
     print(f"\ndrift calibration and power; seed {a.seed}; defaults: alpha {cfg.alpha} ({cfg.correction}), floors mean "
           f"{cfg.mean_floor} sd, sd ratio {cfg.std_floor}, W1 {cfg.wasserstein_floor} sd, share {cfg.share_floor}, "
@@ -164,13 +235,23 @@ def report(a, tallies, big, pw, cfg):
     for (n, path), t in tallies.items():
         print(f"{n:>12,} {path:<9}{t.reps:>5}{t.cols:>10}{pct(t.col_drift, t.cols):>19}{pct(t.col_sig, t.cols):>19}"
               f"{pct(t.gate_drift, t.reps):>19}{pct(t.gate_sig, t.reps):>19}{statistics.median(t.seconds):>8.3f}")
-        col_ok = upper95(t.col_drift, t.cols) <= 0.05; gate_ok = upper95(t.gate_drift, t.reps) <= 0.05
-        verdicts.append((f"no-shift FPR {n:,} {path}: column {t.col_drift/t.cols:.2%} (UB {upper95(t.col_drift, t.cols):.2%}), "
-                         f"gate {t.gate_drift/t.reps:.1%} (UB {upper95(t.gate_drift, t.reps):.1%})",
+        if n in sp:
+            q = sp[n]; k = sum(c[0] for c in q.fam.values()); m = sum(c[1] for c in q.fam.values())
+            print(f"{'':>12} {'scipy':<9}{q.reps:>5}{m:>10}{pct(k, m):>19}{'':>19}{pct(q.any, q.reps):>19}{'':>19}   "
+                  f"(ks_2samp / chi2_contingency, p <= 0.05, no correction: numeric {q.fam['num'][0]/q.fam['num'][1]:.1%}, "
+                  f"categorical {q.fam['cat'][0]/q.fam['cat'][1]:.1%})")
+        col_ok = upper95(t.col_sig, t.cols) <= 0.05; gate_ok = upper95(t.gate_sig, t.reps) <= 0.05
+        verdicts.append((f"no-shift FPR {n:,} {path}, drift or minor: column {t.col_sig/t.cols:.2%} (UB {upper95(t.col_sig, t.cols):.2%}), "
+                         f"dataset {t.gate_sig/t.reps:.1%} (UB {upper95(t.gate_sig, t.reps):.1%})",
                          'met' if col_ok and gate_ok else 'met*'
-                         if t.col_drift/t.cols <= 0.05 and t.gate_drift/t.reps <= 0.05 else 'MISSED'))
-    print("  gate drift = verdict 'drift' (a column drifts: significant after Holm AND material); gate signif. = verdict "
-          "not 'stable'. s/call = median seconds of one drift() call (raw: profiles built inside)")
+                         if t.col_sig/t.cols <= 0.05 and t.gate_sig/t.reps <= 0.05 else 'MISSED'))
+    print(f"  gate drift = verdict 'drift' (a column drifts: significant after {cfg.correction} AND material); gate signif. = verdict "
+          "not 'stable' (a column drift or minor). s/call = median seconds of one drift() call (raw: profiles built inside)")
+    st, peer, R = many
+    print(f"\nno shift, the 25 columns + a 26th of 500 Zipf categories (most rare; new ones appear by sampling alone), {a.power_rows:,} rows a side, that column: "
+          + ', '.join(f"{k} {v}" for k, v in st.most_common()) + f" of {R}; scipy chi2_contingency p <= 0.05: {peer} of {R}")
+    verdicts.append((f"500-category column, no shift: minor or drift in {st['minor'] + st['drift']} of {R}",
+                     'met' if (st['minor'] + st['drift'])/R <= 0.05 else 'MISSED'))
     print(f"\nwhat fired with no shift (column status, the test that drove it: times)")
     for (n, path), t in tallies.items():
         if t.fired:
@@ -189,26 +270,27 @@ def report(a, tallies, big, pw, cfg):
 
     print(f"\npower at {a.power_rows:,} rows a side: share of repetitions where the shifted column is alerted ('drift') "
           f"/ significant ('drift' or 'minor')")
-    print(f"{'scenario':<38}{'reps':>5}{'target':>8}{'alerted':>9}{'signif.':>9}{'prof. alert':>12}{'prof. signif':>13}"
-          f"{'others alerted':>15}{'gate':>7}   what drove it (raw)")
+    print(f"{'scenario':<40}{'reps':>5}{'target':>8}{'alerted':>9}{'signif.':>9}{'prof. alert':>12}{'prof. signif':>13}"
+          f"{'others alerted':>15}{'gate':>7}{'scipy':>7}{'scipy others':>13}   what drove it (raw)")
     for label, targets, goal, R, res in pw:
-        rw, pf = res['raw'], res['profiles']; m = R*len(targets)
-        print(f"{label:<38}{R:>5}{goal:>8.2f}{rw['alert']/m:>9.2f}{rw['sig']/m:>9.2f}{pf['alert']/m:>12.2f}{pf['sig']/m:>13.2f}"
-              f"{pct(rw['other'], rw['others'], ub=False):>15}{rw['gate']/R:>7.2f}   "
+        rw, pf, sq = res['raw'], res['profiles'], res['scipy']; m = R*len(targets)
+        print(f"{label:<40}{R:>5}{'-' if goal is None else f'{goal:.2f}':>8}{rw['alert']/m:>9.2f}{rw['sig']/m:>9.2f}{pf['alert']/m:>12.2f}{pf['sig']/m:>13.2f}"
+              f"{pct(rw['other'], rw['others'], ub=False):>15}{rw['gate']/R:>7.2f}{sq['alert']/m:>7.2f}{pct(sq['other'], sq['others'], ub=False):>13}   "
               + ', '.join(f"{k} {v}" for k, v in rw['main'].most_common(3)))
-        verdicts.append((f"power {label}: alerted {rw['alert']/m:.2f} (target >= {goal:.2f}), significant {rw['sig']/m:.2f}",
-                         'met' if rw['alert']/m >= goal else 'MISSED'))
-        if len(targets) > 1:
-            print(f"{'  alerted by family (raw / profiles)':<38}" + ', '.join(
-                f"{f} {rw['fam'][f]/rw['famn'][f]:.2f} / {pf['fam'][f]/pf['famn'][f]:.2f}" for f in FAMILIES))
+        verdicts.append((f"power {label}: alerted {rw['alert']/m:.2f} (target >= {goal or 0:.2f}), significant {rw['sig']/m:.2f}",
+                         'info' if goal is None else 'met' if rw['alert']/m >= goal else 'MISSED'))
+        if len(targets) > 1 and targets == NUMERIC:
+            names = SHAPES if 'shapes' in label else dict(zip(FAMILIES, FAMILIES))
+            print(f"{'  alerted by family (raw / profiles / scipy KS)':<40}" + ', '.join(
+                f"{names[f]} {rw['fam'][f]/rw['famn'][f]:.2f} / {pf['fam'][f]/pf['famn'][f]:.2f} / {sq['fam'][f]/sq['famn'][f]:.2f}" for f in FAMILIES))
             verdicts.append((f"power {label}: gate (verdict drift) {rw['gate']/R:.2f}", 'info'))
-    print("  per-column rates; (v): averaged over its 20 columns; others alerted = unshifted columns with status 'drift'; "
-          "gate = verdict 'drift'")
+    print("  per-column rates; (v)-(vii): averaged over their columns; others alerted = unshifted columns with status 'drift'; "
+          "gate = verdict 'drift'; scipy = ks_2samp / chi2_contingency at p <= 0.05, uncorrected, same data")
 
     if big:
         R = len(next(iter(big.values())))
         print(f"\npower at 1,000,000 rows a side, profiles only, norm0 shifted on the {R} no-shift draws above")
-        print(f"{'norm0 mean shift':<18}{'signif.':>9}{'alerted':>9}{'median p (Holm)':>17}{'median upper(|d|)/sd':>22}   target")
+        print(f"{'norm0 mean shift':<18}{'signif.':>9}{'alerted':>9}{'median p (adj.)':>17}{'median upper(|d|)/sd':>22}   target")
         goals = {0.01: ('signif.', 0.7), 0.03: ('alerted', 0.0), 0.04: ('alerted', 0.0)}
         for s, rows in big.items():
             sig = sum(r[0] for r in rows)/R; al = sum(r[1] for r in rows)/R
@@ -227,6 +309,7 @@ def parse_reps(s):
 
 
 def main():
+    warnings.filterwarnings('ignore', message='ks_2samp: Exact calculation unsuccessful')
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--quick', action='store_true', help="fewer repetitions (see the defaults in the code)")
@@ -238,20 +321,21 @@ def main():
     ap.add_argument('--power-rows', type=int, default=10_000)
     a = ap.parse_args()
     q = a.quick
-    reps = {1_000: 40 if q else 200, 10_000: 40 if q else 100, 100_000: 10 if q else 40}
+    reps = {1_000: 20 if q else 200, 10_000: 10 if q else 100, 100_000: 2 if q else 40}
     reps |= a.reps or {}
-    reps[1_000_000] = a.reps_1m if a.reps_1m is not None else 4 if q else 20
+    reps[1_000_000] = a.reps_1m if a.reps_1m is not None else 1 if q else 20
     sizes = [n for n in sorted(reps) if reps[n] > 0]
     full_reps = (a.reps_10m if a.reps_10m is not None else 2 if q else 5) if a.full else 0
-    a.power_reps = a.power_reps if a.power_reps is not None else 20 if q else 50
+    a.power_reps = a.power_reps if a.power_reps is not None else 4 if q else 50
     from mlops_nb.drift import DriftConfig
     cfg = DriftConfig()
     t0 = time.perf_counter()
-    tallies, big = calibration(sizes, reps, a.seed, cfg, (0.01, 0.03, 0.04, 0.05), full_reps)
+    tallies, big, sp = calibration(sizes, reps, a.seed, cfg, (0.01, 0.03, 0.04, 0.05), full_reps)
+    many = many_categories(a.power_rows, 5 if q else 50, a.seed, cfg)
     t1 = time.perf_counter()
     pw = power(a.power_rows, a.power_reps, a.seed, cfg)
     t2 = time.perf_counter()
-    report(a, tallies, big, pw, cfg)
+    report(a, tallies, big, pw, cfg, sp, many)
     import numpy, pandas, scipy
     from importlib.metadata import version
     print(f"\nnumpy {numpy.__version__}, pandas {pandas.__version__}, scipy {scipy.__version__}, datasketches "

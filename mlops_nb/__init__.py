@@ -8,7 +8,7 @@ from .tracking import (track, stop, active_run, log_metric, log_metrics, log_par
 __all__ = ['track', 'stop', 'active_run', 'log_metric', 'log_metrics', 'log_param', 'log_params', 'set_tag',
            'log_artifact', 'status', 'sync', 'seed', 'track_data', 'fingerprint', 'diff_runs', 'reproduce',
            'run_notebook', 'load_run', 'log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
-           'validate_schema', 'profile', 'merge_profiles', 'load_profile', 'drift', 'DriftWidget', 'QuotaWidget', 'promote', 'approve', 'rollback', 'MlopsNbError',
+           'validate_schema', 'profile', 'merge_profiles', 'load_profile', 'drift', 'estimate_performance', 'DriftWidget', 'QuotaWidget', 'promote', 'approve', 'rollback', 'MlopsNbError',
            'load_ipython_extension']
 
 _LAZY = {'seed': 'capture', 'track_data': 'capture', 'fingerprint': 'capture',
@@ -16,6 +16,7 @@ _LAZY = {'seed': 'capture', 'track_data': 'capture', 'fingerprint': 'capture',
          **{k: 'registry' for k in ('log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
                                     'validate_schema')},
          'profile': 'profiles', 'merge_profiles': 'profiles', 'load_profile': 'profiles', 'drift': 'drift',
+         'estimate_performance': 'performance',
          'DriftWidget': 'drift_widget', 'QuotaWidget': 'quota_widget',
          'promote': 'promotion', 'approve': 'promotion', 'rollback': 'promotion'}
 

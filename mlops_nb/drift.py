@@ -26,12 +26,12 @@ DRIFT_EXIT = 13  # Exit code of `mlops-nb drift` when the verdict is drift and `
 @dataclass
 class DriftConfig:
     "The drift engine's thresholds; read from `[tool.mlops_nb.drift]` by `drift_config`."
-    alpha:float=0.05  # Family-wise error rate over the columns
-    correction:str='holm'  # `holm`, `bonferroni` or `none` (each column at `alpha`)
+    alpha:float=0.05  # False discovery rate over the columns (`bh`); the family-wise rate with `holm`/`bonferroni`
+    correction:str='bh'  # `bh` (Benjamini–Hochberg), `holm`, `bonferroni` or `none` (each column at `alpha`)
     confidence:float=0.95  # Of the effect-size intervals used for materiality
     mean_floor:float=0.05  # abs(Δmean) / sd of the reference
     std_floor:float=0.05  # abs(sd ratio - 1)
-    wasserstein_floor:float=0.1  # Wasserstein-1 distance / sd of the reference
+    wasserstein_floor:float=0.05  # Wasserstein-1 distance / sd of the reference (>= abs(Δmean)/sd: the mean's floor)
     share_floor:float=0.02  # Largest change of a category's share
     unseen_floor:float=0.01  # Share of current rows in categories the reference never had
     missing_floor:float=0.01  # Change of the missing-value rate
@@ -63,8 +63,8 @@ def _check(k, v, typ, source):
     if not ok: raise ConfigError(f"Drift setting `{k}` = {v!r} (from {source}) is not a {name}.", fix=f"Set `{k}` to a {name}.")
     if k in ('alpha', 'confidence') and not 0 < v < 1:
         raise ConfigError(f"Drift setting `{k}` = {v!r} (from {source}) is not between 0 and 1.", fix=f"Use e.g. `{k} = 0.05`." if k == 'alpha' else "Use e.g. `confidence = 0.95`.")
-    if k == 'correction' and v not in ('holm', 'bonferroni', 'none'):
-        raise ConfigError(f"Drift setting `correction` = {v!r} (from {source}) is unknown.", fix="Use `holm`, `bonferroni` or `none`.")
+    if k == 'correction' and v not in ('bh', 'holm', 'bonferroni', 'none'):
+        raise ConfigError(f"Drift setting `correction` = {v!r} (from {source}) is unknown.", fix="Use `bh`, `holm`, `bonferroni` or `none`.")
     if k.endswith(('_floor', '_share', '_rows', '_k')) and v < 0:
         raise ConfigError(f"Drift setting `{k}` = {v!r} (from {source}) is negative.", fix=f"Use a value of 0 or more.")
     return float(v) if name == 'float' else v
@@ -82,6 +82,7 @@ class TestResult:
     weight:float  # Share of the column's error budget
     note:str=''
     p_adjusted:float=math.nan  # After the correction across columns
+    can_reject:bool=True  # False when no outcome of the data could make it significant (no event on either side)
     __test__ = False  # not a pytest class
 
     @property
@@ -151,7 +152,7 @@ def _proportions(name, kr, nr, kc, nc, floor, weight, cfg):
     pr, pc = kr/nr, kc/nc
     se = math.sqrt(pr*(1 - pr)/nr + pc*(1 - pc)/nc)
     hi = abs(pc - pr) + _z(cfg.confidence)*se
-    if kr == kc == 0 or (kr == nr and kc == nc): return TestResult(name, 0.0, 1.0, abs(pc - pr), hi, floor, weight)
+    if kr == kc == 0 or (kr == nr and kc == nc): return TestResult(name, 0.0, 1.0, abs(pc - pr), hi, floor, weight, can_reject=False)
     pool = (kr + kc)/(nr + nc)
     if min(pool*nr, pool*nc, (1 - pool)*nr, (1 - pool)*nc) < 5:
         p = _fisher(kr, nr, kc, nc); z = math.nan
@@ -218,17 +219,40 @@ def _chi2_test(r, c, cfg):
     return TestResult('chi2', stat, p, float(delta[i]), hi, cfg.share_floor, 0.5, note)
 
 def _unseen_test(r, c, cfg):
-    cr, _, exact_r = r.categories(); cc, _, _ = c.categories()
-    if not exact_r: return None  # a reference with more distinct values than the sketch keeps cannot say what is new
-    new = {k: v for k, v in cc.items() if k not in cr}
-    nr, nc = r.valid, c.valid
-    t = _proportions('unseen', 0, nr, sum(new.values()), nc, cfg.unseen_floor, 0.2, cfg)
+    "Rows of the current data in categories the reference lacks, against how many sampling alone leaves unseen (exact, given each category's total)."
+    import numpy as np
+    cr, _, exact_r = r.categories(); cc, _, exact_c = c.categories()
+    if not (exact_r and exact_c): return None  # more distinct values than the sketches keep: what is new cannot be told
+    nr, nc = sum(cr.values()), sum(cc.values())
+    if nr == 0 or nc == 0: return None
+    new = {k: v for k, v in cc.items() if k not in cr}; u = sum(new.values())
+    t = np.array([cr.get(k, 0) + cc.get(k, 0) for k in set(cr) | set(cc)])
+    pi = nc/(nr + nc); pt = pi**t.astype(float)  # P(all t rows of a category fell on the current side) under no shift
+    e, v = float((t*pt).sum()), float((t*t*pt*(1 - pt)).sum())
+    p = _tail(t, pt, u) if u > e else 1.0
+    excess = max(0.0, (u - e)/nc)
     top = sorted(new.items(), key=lambda kv: -kv[1])[:3]
-    t.note = ('new: ' + ', '.join(f"{k!r} ({v})" for k, v in top) + (' ...' if len(new) > 3 else '')) if new else 'none'
-    return t
+    note = (f"new: {u/nc:.2%} of rows (sampling alone: {e/nc:.2%}); " + ', '.join(f"{k!r} ({n})" for k, n in top)
+            + (' ...' if len(new) > 3 else '')) if new else 'none'
+    return TestResult('unseen', (u - e)/math.sqrt(v) if v > 0 else 0.0, p, excess, excess + _z(cfg.confidence)*math.sqrt(v)/nc,
+                      cfg.unseen_floor, 0.2, note, can_reject=bool(v > 0 or u > 0))
+
+def _tail(t, pt, u):
+    "P(U >= u) for U = sum of t_k over independent events of probabilities pt_k: categories of equal t pooled as binomials, convolved."
+    import numpy as np
+    from scipy.stats import binom
+    keep = pt > 1e-15; t, pt = t[keep], pt[keep]
+    if u > t.sum(): return 0.0  # needs a category whose chance to be unseen is below 1e-15
+    if t.sum() > 200_000:  # too wide to convolve: normal approximation
+        return 0.5*math.erfc((u - (t*pt).sum())/math.sqrt(2*max((t*t*pt*(1 - pt)).sum(), 1e-300)))
+    dist = np.ones(1)
+    for tk in np.unique(t):
+        g = int((t == tk).sum()); kern = np.zeros(g*int(tk) + 1); kern[::int(tk)] = binom.pmf(np.arange(g + 1), g, pt[t == tk][0])
+        dist = np.convolve(dist, kern)
+    return float(min(1.0, max(0.0, dist[int(u):].sum())))
 
 # %% ../nbs/18_drift.ipynb #f2359ef4
-_WEIGHTS = {'numeric': dict(mean=0.4, variance=0.2, ks=0.2, missing=0.1, invalid=0.1),
+_WEIGHTS = {'numeric': dict(mean=0.45, variance=0.15, ks=0.3, missing=0.05, invalid=0.05),
             'categorical': dict(chi2=0.5, unseen=0.2, missing=0.15, invalid=0.15),
             'datetime': dict(missing=0.5, invalid=0.5)}
 
@@ -278,9 +302,14 @@ def _column_tests(r, c, cfg, raw_r, raw_c):
 
 # %% ../nbs/18_drift.ipynb #352023c2
 def _correct(pvals, cfg):
-    "Adjusted p-values of the columns: Holm's step-down, Bonferroni, or none."
+    "Adjusted p-values of the columns: Benjamini–Hochberg's step-up, Holm's step-down, Bonferroni, or none."
     m = len(pvals)
     if cfg.correction == 'none' or m == 0: return list(pvals)
+    if cfg.correction == 'bh':
+        order = sorted(range(m), key=lambda i: -pvals[i]); out = [0.0]*m; run = 1.0
+        for k, i in enumerate(order):  # from the largest p-value down: p_(j) * m / j, made monotone
+            run = min(run, pvals[i]*m/(m - k)); out[i] = run
+        return out
     if cfg.correction == 'bonferroni': return [min(1.0, p*m) for p in pvals]
     order = sorted(range(m), key=lambda i: pvals[i]); out = [0.0]*m; run = 0.0
     for rank, i in enumerate(order):
@@ -295,7 +324,8 @@ def _side(x, name, like, cfg, settings):
     if mod in ('pandas', 'numpy'):
         import pandas as pd
         frame = x if isinstance(x, pd.DataFrame) else pd.DataFrame(x) if mod == 'numpy' else x.to_frame()
-        frame = frame.rename(columns=str)
+        if not all(isinstance(k, str) for k in frame.columns):  # a shallow copy: renaming must not copy the data (pandas 2 would)
+            frame = frame.copy(deep=False); frame.columns = [str(k) for k in frame.columns]
         if len(frame) == 0: raise DriftError(f"The {name} data is empty (0 rows).", fix=f"Pass the {name} rows to compare.")
         return profile(frame, name=name, like=like, kll_k=cfg.kll_k), frame
     if isinstance(x, (str, Path)):
@@ -375,14 +405,23 @@ def _judge(columns, cfg, only=None):
         ts = [t for t in col.tests if only is None or t.test in only]
         for t in col.tests: t.p_adjusted = math.nan
         if not ts: col.p_value, col.status = math.nan, 'stable'; continue
-        total = sum(t.weight for t in ts)
-        tested.append((col, ts, min(1.0, min(t.p_value*total/t.weight for t in ts)), total))
-    adjusted = _correct([raw for _, _, raw, _ in tested], cfg)
-    for (col, ts, raw, total), adj in zip(tested, adjusted):
-        col.p_value, col.alpha = adj, cfg.alpha; factor = adj/raw if raw > 0 else 1.0
-        for t in ts: t.p_adjusted = min(1.0, max(adj, t.p_value*total/t.weight*factor))
-        sig = [t for t in ts if t.p_adjusted <= cfg.alpha]
+        for t in ts: t.p_adjusted = 1.0  # tests that cannot reject stay at 1
+        live = [t for t in ts if t.can_reject]  # Tarone: a test no data could make significant spends no error budget
+        tested.append((col, live, _weighted_min(live)))
+    adjusted = _correct([raw for _, _, raw in tested], cfg)
+    for (col, live, raw), adj in zip(tested, adjusted):
+        col.p_value, col.alpha = adj, cfg.alpha
+        if live:  # the column's evidence goes to its strongest test; the others in proportion to their weighted p-values
+            total = sum(t.weight for t in live); best = min(t.p_value*total/t.weight for t in live)
+            for t in live: t.p_adjusted = min(1.0, adj*(t.p_value*total/t.weight)/best) if best > 0 else (adj if t.p_value == 0 else 1.0)
+        sig = [t for t in live if t.p_adjusted <= cfg.alpha]
         col.status = 'drift' if any(t.material for t in sig) else 'minor' if sig else 'stable'
+
+def _weighted_min(tests):
+    "The column's p-value: weighted Bonferroni over its tests, `min p_i / w_i` (weights summing to 1), valid whatever their dependence."
+    if not tests: return 1.0
+    total = sum(t.weight for t in tests)
+    return min(1.0, min(t.p_value*total/t.weight for t in tests))
 
 def _names(x): return [] if x is None else [x] if isinstance(x, str) else list(x)
 

@@ -42,7 +42,7 @@ def overview_figure(report, widget:bool=False):  # A `FigureWidget` (interactive
     fig.add_vline(x=-math.log10(report.config.alpha), line_dash='dash', line_color='#555',
                   annotation_text=f"alpha {report.config.alpha:g}", annotation_position='top')
     fig.update_layout(height=max(220, 24*len(cols) + 90), margin=dict(l=10, r=10, t=40, b=40), title=report.summary().split(';')[0],
-                      xaxis_title='-log10 p (Holm-corrected)', yaxis=dict(automargin=True), template='plotly_white')
+                      xaxis_title=f'-log10 p (corrected: {report.config.correction})', yaxis=dict(automargin=True), template='plotly_white')
     return fig
 
 # %% ../nbs/19_drift_widget.ipynb #3832097e

@@ -76,7 +76,7 @@ class ColumnProfile:
     dtype:str  # The pandas dtype seen first
     count:int=0  # rows
     null:int=0  # None, NaN, NaT
-    inf:int=0  # +-inf (numeric)
+    inf:int=0  # +-inf, and finite values beyond +-1e60 that would overflow the moments (numeric)
     mismatch:int=0  # values that are not of `kind`
     moments:Moments|None=None
     kll:object=None  # `datasketches.kll_doubles_sketch` of the finite values (numeric, datetime)
@@ -201,19 +201,32 @@ def _writeable(x):
         except ValueError: pass
     return np.require(x, requirements=['C', 'W'])
 
-def _column_chunk(s, kind, k):
+_HUGE = 1e60  # beyond this a value's 4th power, summed over 1e12 rows, would overflow float64 (1.8e308)
+
+def _text_counts(s):
+    "`(values, counts, null, mismatch)` of a text Series in one hash-table pass; types are checked per distinct value, not per row."
+    vc = s.value_counts(dropna=True, sort=False)  # pandas' C hash table, on `object` (pandas 2) and Arrow strings (pandas 3) alike
+    keys, counts = vc.index.tolist(), vc.to_numpy().tolist()
+    text = [(k, c) for k, c in zip(keys, counts) if isinstance(k, str) and c]
+    return [k for k, _ in text], [c for _, c in text], len(s) - sum(counts), sum(counts) - sum(c for _, c in text)
+
+def _column_chunk(s, kind, k, name=None):
     "The `ColumnProfile` of one chunk `s` (a pandas Series) of a column of `kind`, with KLL parameter `k`."
     import numpy as np, pandas as pd
-    ds = _ds(); name = str(s.name)
+    ds = _ds(); name = str(s.name) if name is None else name
     kind = kind or _decide_kind(s) or 'empty'
     p = ColumnProfile(name, kind, str(s.dtype), count=len(s))
     if kind in ('numeric', 'datetime'):
         v, p.mismatch = _as_float(s, kind)
-        nan = np.isnan(v); finite = np.isfinite(v)
+        nan = np.isnan(v); finite = np.abs(v) <= _HUGE  # False for NaN and inf too
         p.null = int(nan.sum()) - p.mismatch; p.inf = len(v) - int(finite.sum()) - int(nan.sum())
         x = v if p.null + p.mismatch + p.inf == 0 else v[finite]
         p.moments = Moments.of(x); p.kll = ds.kll_doubles_sketch(k)
         if len(x): p.kll.update(_writeable(x))
+    elif kind == 'categorical' and not isinstance(s.dtype, pd.CategoricalDtype):
+        values, counts, p.null, p.mismatch = _text_counts(s)  # object (pandas 2) or string dtype: no Python work per row
+        p.items = ds.frequent_strings_sketch(_ITEMS_LG); p.hll = ds.hll_sketch(_HLL_LG)
+        for value, c in zip(values, counts): p.items.update(value, c); p.hll.update(value)
     elif kind in ('categorical', 'boolean'):
         p.null = int(s.isna().sum())
         if s.dtype == object:
@@ -345,7 +358,7 @@ def profile(data,  # A DataFrame, Series, NumPy array, a Parquet/CSV/JSON-lines 
     for frame in _frames(data, chunk_rows):
         for cname in frame.columns:
             key = str(cname)
-            part = _column_chunk(frame[cname].rename(key), kinds.get(key) if kinds.get(key) != 'empty' else None, kll_k)
+            part = _column_chunk(frame[cname], kinds.get(key) if kinds.get(key) != 'empty' else None, kll_k, key)
             if part.kind != 'empty': kinds.setdefault(key, part.kind)
             if key in cols: cols[key] = cols[key] + part
             else: cols[key] = part if not rows else part + ColumnProfile(key, 'empty', part.dtype, count=rows, null=rows)
@@ -398,6 +411,10 @@ def profile_from_dict(d:dict, where:str='the profile'):  # What to call it in er
             if c.get('hll'): hll = ds.hll_sketch.deserialize(base64.b64decode(c['hll']))
             mom = None if m is None else Moments(int(m[0]), float(m[1]), float(m[2]), float(m[3]), float(m[4]),
                                                  math.inf if m[5] is None else float(m[5]), -math.inf if m[6] is None else float(m[6]))
+            if mom is not None and mom.n and not all(map(math.isfinite, (mom.mean, mom.m2, mom.m3, mom.m4, mom.min, mom.max))):
+                raise ProfileError(f"Column {c['name']!r} of {where} has non-finite moments (mean {mom.mean}, m2 {mom.m2}, m4 {mom.m4}): "
+                                   "a value too large for them was profiled by an older mlops_nb.",
+                                   fix="Profile that data again (values beyond ±1e60 are now counted as invalid), or remove the file.")
             if c['kind'] not in _KINDS: raise ValueError(f"unknown column kind {c['kind']!r}")
             cols[c['name']] = ColumnProfile(c['name'], c['kind'], c['dtype'], int(c['count']), int(c['null']), int(c['inf']),
                                             int(c['mismatch']), mom, kll, items, hll)

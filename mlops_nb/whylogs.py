@@ -75,6 +75,10 @@ def read_whylogs(path:str|Path):  # A whylogs binary profile (`.bin`)
             m = cv.get_metric('distribution')
             c.kll = ds.kll_doubles_sketch.deserialize(_kll_bytes(m.kll.value.serialize()))
             c.moments = _moments_from(c.kll, max(0, int(c.kll.n) - inf), float(m.mean.value), float(m.m2.value))
+            mo = c.moments
+            if mo.n and not all(map(math.isfinite, (mo.mean, mo.m2, mo.m3, mo.m4))):
+                raise ProfileError(f"Column {str(name)!r} of whylogs profile {str(path)!r} has values too large for its moments (mean {mo.mean}, m2 {mo.m2}).",
+                                   fix="Profile that data again without the overflowing values, or compare the other columns (`columns=`).")
         elif kind in ('categorical', 'boolean'):
             if 'frequent_items' in names:
                 c.items = ds.frequent_strings_sketch.deserialize(bytes(cv.get_metric('frequent_items').frequent_strings.value.serialize()))

@@ -196,3 +196,40 @@ def test_drift_magic_shows_the_widget_and_rescoring_changes_the_verdict(project)
         with pytest.raises(UsageError, match="neither a file nor a run id"): ip.run_line_magic('mlops', 'drift ref missing_var')
     finally:
         ip.run_line_magic('unload_ext', 'mlops_nb')
+
+
+def test_a_value_too_large_for_the_moments_is_invalid_and_an_old_poisoned_profile_is_refused(project):
+    "issue 16: `1e308` in a served request once made the profile's moments Infinity, and `mlops-nb drift` crashed (exit 70)."
+    cur = frame(2000, seed=12); cur.loc[:9, 'x'] = 1e308
+    p = profile(cur)
+    assert (p['x'].inf, p['x'].moments.n) == (10, 1990) and math.isfinite(p['x'].moments.m4)
+    assert drift(frame(2000, seed=13), p, log=False)['x'].main.test == 'invalid'
+    serving = project/'.mlops'/'serving'/'v1'/'inputs'; serving.mkdir(parents=True)
+    d = json.loads(save_profile(profile(frame(2000, seed=14)), serving/'a.profile.json').read_text())
+    col = next(c for c in d['columns'] if c['name'] == 'amount'); col['moments'][2] = float('inf')  # what an older mlops_nb wrote
+    (serving/'a.profile.json').write_text(json.dumps(d))
+    save_profile(profile(frame(2000, seed=15)), tmp := project/'ref.json')
+    r = mlops_nb_cli('drift', str(tmp), str(project/'.mlops'/'serving'), cwd=project)
+    assert r.returncode == 12 and "Column 'amount'" in r.stderr and 'non-finite moments' in r.stderr and 'Fix:' in r.stderr, r.stderr
+    assert 'Traceback' not in r.stderr
+
+
+def test_rare_categories_new_by_sampling_alone_are_not_drift_but_a_real_new_one_is():
+    "500 Zipf categories: the current sample always holds some the reference lacks; their share is what sampling predicts."
+    w = 1/np.arange(1, 501); names = np.array([f'c{i}' for i in range(500)], dtype=object)
+    zipf = lambda seed: pd.DataFrame(dict(c=names[np.random.default_rng(seed).choice(500, 10_000, p=w/w.sum())]))
+    statuses = [drift(zipf(2*i), zipf(2*i + 1), log=False)['c'].status for i in range(10)]
+    assert statuses.count('stable') >= 9, statuses
+    cur = zipf(99); cur.loc[:299, 'c'] = 'brand-new'          # 3 % of rows in a category never seen before
+    rep = drift(zipf(98), cur, log=False)
+    assert rep['c'].status == 'drift' and any(t.test == 'unseen' and t.material for t in rep['c'].tests if t.significant())
+
+
+def test_object_strings_are_profiled_like_arrow_strings():
+    "pandas 2 holds text as `object`: the Arrow path must count the same values, missing ones and type mismatches."
+    s = frame(5000, seed=16)['plan']
+    obj = s.astype(object).where(np.random.default_rng(1).random(5000) > 0.1, None)
+    a, b = profile(obj.to_frame())['plan'], profile(obj.astype('str').where(obj.notna()).to_frame())['plan']
+    assert a.categories() == b.categories() and a.null == b.null == int(obj.isna().sum())
+    mixed = obj.copy(); mixed.iloc[:7] = 3                     # numbers among the text: counted as mismatches
+    assert profile(mixed.to_frame(), like=profile(obj.to_frame()))['plan'].mismatch == 7
