@@ -8,7 +8,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/executors.html.md"""
 __all__ = ['ExecutorError', 'RunSpec', 'Executor', 'register_executor', 'LocalExecutor', 'pack_project', 'DaskExecutor',
            'get_executor', 'run_on', 'optimize', 'profile_dask', 'profile_on', 'DaskCluster']
 
-# %% ../nbs/14a_executors.ipynb #5820a68a
+# %% ../nbs/14a_executors.ipynb #106529e6
 import io, json, os, shutil, subprocess, sys, tempfile, threading, time, uuid, zipfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -16,7 +16,7 @@ from pathlib import Path
 from .config import Settings, resolve_settings
 from .errors import MlopsNbError, missing_dependency
 
-# %% ../nbs/14a_executors.ipynb #5c15fdb1
+# %% ../nbs/14a_executors.ipynb #55aabff0
 class ExecutorError(MlopsNbError):
     "An executor cannot be reached or used (no scheduler at the address, workers without mlops_nb, a project too big to ship)."
     exit_code = 3
@@ -57,7 +57,7 @@ def register_executor(scheme:str,  # `local`, `dask`, ...: what comes before `:/
     "Make `executor = \"<scheme>://...\"` use `cls`."
     _EXECUTORS[scheme] = cls
 
-# %% ../nbs/14a_executors.ipynb #e1a00be8
+# %% ../nbs/14a_executors.ipynb #d6dd9d83
 class LocalExecutor(Executor):
     "Runs on this machine: `workers` kernels at a time, recorded by this process."
     scheme = 'local'
@@ -82,7 +82,7 @@ class LocalExecutor(Executor):
 
 register_executor('local', LocalExecutor)
 
-# %% ../nbs/14a_executors.ipynb #7cf02ea5
+# %% ../nbs/14a_executors.ipynb #82c917d0
 _SKIP_DIRS = {'.git', '.mlops', '.venv', 'venv', '__pycache__', '.ipynb_checkpoints', 'node_modules', '.pytest_cache', '.mypy_cache', '.ruff_cache'}
 
 def pack_project(project_dir:str|Path,  # The project folder
@@ -105,7 +105,7 @@ def pack_project(project_dir:str|Path,  # The project folder
         for p, _ in files: z.write(p, p.relative_to(root).as_posix())
     return buf.getvalue()
 
-# %% ../nbs/14a_executors.ipynb #afdd005a
+# %% ../nbs/14a_executors.ipynb #ce014b0a
 def _worker_env(s:Settings):
     "`MLOPS_NB_*` variables that carry the settings to a worker (an embedded store stays here: the worker journals)."
     env = {'MLOPS_NB_EXPERIMENT': s.experiment, 'MLOPS_NB_REDACT_SECRETS': str(s.redact_secrets).lower(),
@@ -142,21 +142,23 @@ class _CancelWatch:
                 except (psutil.NoSuchProcess, psutil.AccessDenied): pass
             return
 
-def _run_task(spec:dict, project:bytes, env:dict, cancel:str, key:str):
+def _run_task(spec:dict, project:str, env:dict, cancel:str, key:str):  # `project`: the zip's name in the worker's folder
     "On a worker: unpack the project, run the notebook journaling only, return the journal tree, notebook and outcome."
     from mlops_nb.pipeline import run_notebook
     from distributed import get_worker
-    attempt, worker = _count_attempt(key), get_worker().address
+    attempt, w = _count_attempt(key), get_worker()
+    worker = w.address
     if attempt > 2: return dict(lost=True, attempt=attempt, worker=worker)
     tmp = Path(tempfile.mkdtemp(prefix='mlops-nb-task-')).resolve()
     try:
         proj = tmp/'project'
-        zipfile.ZipFile(io.BytesIO(project)).extractall(proj)
+        zipfile.ZipFile(Path(w.local_directory)/project).extractall(proj)
         if 'MLOPS_NB_TRACKING_URI' not in env:  # the task's own store, never written (the kernel only journals)
             env = env | {'MLOPS_NB_TRACKING_URI': f"sqlite:///{proj/'.mlops'/'mlflow.db'}", 'MLOPS_NB_ARTIFACT_ROOT': str(proj/'.mlops'/'artifacts')}
         s = resolve_settings(project_dir=proj, env=env)
         out = proj/'.mlops'/'runs'/Path(spec['output'] or 'executed.ipynb').name
         with _CancelWatch(cancel, tmp) as watch:
+            if watch.event.is_set(): return dict(cancelled=True)  # Ctrl-C came before this task started
             res = run_notebook(proj/spec['notebook'], spec['parameters'], spec['experiment'], out, spec['timeout'], s, name=spec['name'],
                                tags=spec['tags'], html=spec['html'], from_text=False, record=False)
         if watch.fired:
@@ -170,7 +172,7 @@ def _run_task(spec:dict, project:bytes, env:dict, cancel:str, key:str):
                     html=Path(html).read_bytes() if html and Path(html).is_file() else None)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-# %% ../nbs/14a_executors.ipynb #76d85d02
+# %% ../nbs/14a_executors.ipynb #d2c33a6a
 def _write_journals(files:dict, worker_dir:str, s:Settings):
     "Write a task's journal tree into the project's `.mlops/journal/`; link the worker's folder path to it if absent here. Returns the link."
     jdir = Path(s.project_dir)/'.mlops'/'journal'
@@ -220,7 +222,19 @@ def _land(out:dict, spec:RunSpec, s:Settings, client=None, executor:str='dask'):
     return RunResult(spec.notebook, r['status'], got['run_id'], r['output'], r['seconds'], spec.parameters, r['error'], tb,
                      got['metrics'], out.get('error_name'))
 
-# %% ../nbs/14a_executors.ipynb #18d16cd7
+# %% ../nbs/14a_executors.ipynb #0de44349
+def _project_plugin():
+    "The worker plugin class that writes a project's zip into each worker's local directory (defined once distributed is imported)."
+    from distributed import WorkerPlugin
+    class ProjectFiles(WorkerPlugin):
+        def __init__(self, name, data): self.name, self.data = name, data
+        def setup(self, worker): (Path(worker.local_directory)/self.name).write_bytes(self.data)
+    return ProjectFiles
+
+def _ProjectFiles(name, data):
+    "A worker plugin that puts the project's zip `name` in every worker's local directory, now and when a worker (re)starts."
+    return _project_plugin()(name, data)
+
 def _distributed():
     try: import distributed
     except ImportError: raise missing_dependency('distributed', 'dask', 'The Dask executor') from None
@@ -272,7 +286,11 @@ class DaskExecutor(Executor):
                 raise ExecutorError(f"The notebook {str(nb)!r} is outside the project folder {str(root)!r}; the workers receive the project's files only.",
                                     fix="Move the notebook into the project, or pass --project-dir of the project that holds it.")
         if str(root) not in self._project:
-            self._project[str(root)] = self.client.scatter(pack_project(root), broadcast=True, hash=False)
+            import hashlib
+            data = pack_project(root)
+            name = f"mlops-nb-project-{hashlib.sha256(data).hexdigest()[:16]}.zip"
+            self.client.register_plugin(_ProjectFiles(name, data))  # also reaches workers that join or restart later
+            self._project[str(root)] = name
         return self._project[str(root)]
 
     def runs(self, specs, settings, client=None, on_progress=None):
@@ -307,20 +325,26 @@ class DaskExecutor(Executor):
                 progress()
                 yield futs[f], res
         except BaseException:  # Ctrl-C (KeyboardInterrupt), or the caller stopped iterating (GeneratorExit)
-            cancel.set()
-            waiting = [f for f in futs if f not in finished]
+            waiting = [f for f in futs if f not in finished and not f.done()]
+            if waiting: self._interrupt(waiting, cancel, land)
+            raise
+
+    def _interrupt(self, waiting, cancel, land):
+        "Kill the kernels of the runs in flight (recorded KILLED), cancel the runs not started."
+        try:
             busy = {k for ks in self.client.processing().values() for k in ks}
-            self.client.cancel([f for f in waiting if f.key not in busy])
+            self.client.cancel([f for f in waiting if f.key not in busy])  # first: a worker freed by a kill takes no new one
+            cancel.set()
             deadline = time.monotonic() + 30
             for f in waiting:
                 if f.key not in busy: continue
                 try: f.result(timeout=max(0.1, deadline - time.monotonic()))
                 except Exception: pass
-                if f.done() and f.status == 'finished':
+                if f.done() and f.status == 'finished' and not f.result().get('cancelled'):
                     try: land(f)
                     except Exception: pass  # the interrupted sweep is being left: record what can be recorded
             self.client.cancel(waiting)
-            raise
+        except Exception: pass  # the client is closing: the scheduler forgets the tasks with it
 
     def map(self, fn, items):
         self.check()
@@ -334,7 +358,7 @@ class DaskExecutor(Executor):
 
 register_executor('dask', DaskExecutor)
 
-# %% ../nbs/14a_executors.ipynb #a9fecf11
+# %% ../nbs/14a_executors.ipynb #75db5431
 def get_executor(spec:str|None=None,  # `local`, `dask://HOST:PORT`; default: setting `executor`
                  workers:int=2,  # Runs at a time on the local executor
                  settings:Settings|None=None):  # Where the default comes from
@@ -347,7 +371,7 @@ def get_executor(spec:str|None=None,  # `local`, `dask://HOST:PORT`; default: se
         raise ExecutorError(f"Unknown executor {spec!r}.", fix=f"Use one of: {', '.join(k if k == 'local' else k + '://HOST:PORT' for k in _EXECUTORS)}.")
     return _EXECUTORS[scheme](spec if '://' in spec else None, workers)
 
-# %% ../nbs/14a_executors.ipynb #663a8205
+# %% ../nbs/14a_executors.ipynb #d0b8ac66
 def run_on(executor:str|None,  # `local`, `dask://HOST:PORT`; default: setting `executor`
            notebook:str|Path,  # The notebook
            parameters:dict|None=None,  # Name -> value; strings are converted to the parameters' types
@@ -365,7 +389,7 @@ def run_on(executor:str|None,  # `local`, `dask://HOST:PORT`; default: setting `
     with get_executor(executor, 1, s) as ex:
         for _, res in ex.runs([spec], s): return res
 
-# %% ../nbs/14a_executors.ipynb #2988f5fa
+# %% ../nbs/14a_executors.ipynb #f9823989
 def _trials_process():
     "In a fresh process on a worker: load the study and run this share of its trials."
     import cloudpickle, optuna
@@ -440,7 +464,7 @@ def optimize(study,  # An Optuna study created with `storage=` (every worker mus
         finally: _unlink(link)
     return optuna.load_study(study_name=study.study_name, storage=storage)
 
-# %% ../nbs/14a_executors.ipynb #3f547264
+# %% ../nbs/14a_executors.ipynb #75864e9d
 _HEAD_ROWS = 1 << 18  # the first chunk, from which one process decides the column kinds
 
 def _profile_part(args):
@@ -498,7 +522,7 @@ def profile_on(data,  # A Parquet file or folder every worker reads, or a Dask D
         return _finish(ex.map(_profile_part, [(str(f), kinds, kll_k, False) for f in files]), name, str(p), kll_k)
     finally: ex.close()
 
-# %% ../nbs/14a_executors.ipynb #4ffa808b
+# %% ../nbs/14a_executors.ipynb #cbfbda98
 class DaskCluster:
     "A Dask scheduler and `workers` worker processes on this machine (`dask scheduler`, `dask worker`); `address` is `dask://HOST:PORT`."
     def __init__(self, workers:int=2,  # Worker processes
@@ -507,7 +531,7 @@ class DaskCluster:
                  host:str='127.0.0.1',  # Interface to listen on
                  folder:str|Path|None=None):  # Where logs and the scheduler file go; default: a temp folder
         self.n, self.threads, self.port, self.host = workers, threads, port, host
-        self.folder = Path(folder or tempfile.mkdtemp(prefix='mlops-nb-cluster-'))
+        self.folder = Path(folder or tempfile.mkdtemp(prefix='mlops-nb-cluster-')); self.folder.mkdir(parents=True, exist_ok=True)
         self.scheduler, self.workers, self.address = None, [], None
 
     def _spawn(self, module, args, log):
@@ -544,7 +568,7 @@ class DaskCluster:
         for i, w in enumerate(self.workers):
             try: kids = psutil.Process(w.pid).children()
             except psutil.NoSuchProcess: continue
-            kids = [k for k in kids if 'multiprocessing' in ' '.join(k.cmdline()) or 'spawn' in ' '.join(k.cmdline())] or kids
+            kids = [k for k in kids if 'spawn_main' in ' '.join(k.cmdline())]  # not the resource tracker
             if kids: out[f"mlops-nb-{i}"] = kids[0]
         return out
 
