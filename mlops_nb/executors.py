@@ -8,7 +8,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/executors.html.md"""
 __all__ = ['ExecutorError', 'RunSpec', 'Executor', 'register_executor', 'LocalExecutor', 'pack_project', 'DaskExecutor',
            'get_executor', 'run_on', 'optimize', 'profile_dask', 'profile_on', 'DaskCluster']
 
-# %% ../nbs/14a_executors.ipynb #106529e6
+# %% ../nbs/14a_executors.ipynb #2b0b6916
 import io, json, os, shutil, subprocess, sys, tempfile, threading, time, uuid, zipfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -16,7 +16,7 @@ from pathlib import Path
 from .config import Settings, resolve_settings
 from .errors import MlopsNbError, missing_dependency
 
-# %% ../nbs/14a_executors.ipynb #55aabff0
+# %% ../nbs/14a_executors.ipynb #204ffe33
 class ExecutorError(MlopsNbError):
     "An executor cannot be reached or used (no scheduler at the address, workers without mlops_nb, a project too big to ship)."
     exit_code = 3
@@ -57,7 +57,7 @@ def register_executor(scheme:str,  # `local`, `dask`, ...: what comes before `:/
     "Make `executor = \"<scheme>://...\"` use `cls`."
     _EXECUTORS[scheme] = cls
 
-# %% ../nbs/14a_executors.ipynb #d6dd9d83
+# %% ../nbs/14a_executors.ipynb #01d44754
 class LocalExecutor(Executor):
     "Runs on this machine: `workers` kernels at a time, recorded by this process."
     scheme = 'local'
@@ -82,7 +82,7 @@ class LocalExecutor(Executor):
 
 register_executor('local', LocalExecutor)
 
-# %% ../nbs/14a_executors.ipynb #82c917d0
+# %% ../nbs/14a_executors.ipynb #a412f504
 _SKIP_DIRS = {'.git', '.mlops', '.venv', 'venv', '__pycache__', '.ipynb_checkpoints', 'node_modules', '.pytest_cache', '.mypy_cache', '.ruff_cache'}
 
 def pack_project(project_dir:str|Path,  # The project folder
@@ -105,13 +105,19 @@ def pack_project(project_dir:str|Path,  # The project folder
         for p, _ in files: z.write(p, p.relative_to(root).as_posix())
     return buf.getvalue()
 
-# %% ../nbs/14a_executors.ipynb #ce014b0a
+# %% ../nbs/14a_executors.ipynb #85f19867
 def _worker_env(s:Settings):
     "`MLOPS_NB_*` variables that carry the settings to a worker (an embedded store stays here: the worker journals)."
     env = {'MLOPS_NB_EXPERIMENT': s.experiment, 'MLOPS_NB_REDACT_SECRETS': str(s.redact_secrets).lower(),
            'MLOPS_NB_ENV_ALLOWLIST': ','.join(s.env_allowlist)}
     if not s.is_embedded: env |= {'MLOPS_NB_TRACKING_URI': s.tracking_uri}
     return env
+
+_NO_STORE = 'http://127.0.0.1:9'  # the discard port: nothing answers, so a tracker fails fast (no MLflow import) and keeps its journal
+
+def _journal_only(proj):
+    "Settings for a worker's kernel that journals and never applies: a store that refuses at once (an embedded store stays on the submitting side)."
+    return {'MLOPS_NB_TRACKING_URI': _NO_STORE, 'MLOPS_NB_ARTIFACT_ROOT': str(Path(proj)/'.mlops'/'artifacts')}
 
 def _count_attempt(key):
     "This task's attempt number (1, then 2 after its worker died), counted in the scheduler's metadata."
@@ -153,8 +159,7 @@ def _run_task(spec:dict, project:str, env:dict, cancel:str, key:str):  # `projec
     try:
         proj = tmp/'project'
         zipfile.ZipFile(Path(w.local_directory)/project).extractall(proj)
-        if 'MLOPS_NB_TRACKING_URI' not in env:  # the task's own store, never written (the kernel only journals)
-            env = env | {'MLOPS_NB_TRACKING_URI': f"sqlite:///{proj/'.mlops'/'mlflow.db'}", 'MLOPS_NB_ARTIFACT_ROOT': str(proj/'.mlops'/'artifacts')}
+        if 'MLOPS_NB_TRACKING_URI' not in env: env = env | _journal_only(proj)
         s = resolve_settings(project_dir=proj, env=env)
         out = proj/'.mlops'/'runs'/Path(spec['output'] or 'executed.ipynb').name
         with _CancelWatch(cancel, tmp) as watch:
@@ -172,7 +177,7 @@ def _run_task(spec:dict, project:str, env:dict, cancel:str, key:str):  # `projec
                     html=Path(html).read_bytes() if html and Path(html).is_file() else None)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-# %% ../nbs/14a_executors.ipynb #d2c33a6a
+# %% ../nbs/14a_executors.ipynb #46320a2c
 def _write_journals(files:dict, worker_dir:str, s:Settings):
     "Write a task's journal tree into the project's `.mlops/journal/`; link the worker's folder path to it if absent here. Returns the link."
     jdir = Path(s.project_dir)/'.mlops'/'journal'
@@ -222,7 +227,7 @@ def _land(out:dict, spec:RunSpec, s:Settings, client=None, executor:str='dask'):
     return RunResult(spec.notebook, r['status'], got['run_id'], r['output'], r['seconds'], spec.parameters, r['error'], tb,
                      got['metrics'], out.get('error_name'))
 
-# %% ../nbs/14a_executors.ipynb #0de44349
+# %% ../nbs/14a_executors.ipynb #5d2143a5
 def _project_plugin():
     "The worker plugin class that writes a project's zip into each worker's local directory (defined once distributed is imported)."
     from distributed import WorkerPlugin
@@ -358,7 +363,7 @@ class DaskExecutor(Executor):
 
 register_executor('dask', DaskExecutor)
 
-# %% ../nbs/14a_executors.ipynb #75db5431
+# %% ../nbs/14a_executors.ipynb #bfe864fd
 def get_executor(spec:str|None=None,  # `local`, `dask://HOST:PORT`; default: setting `executor`
                  workers:int=2,  # Runs at a time on the local executor
                  settings:Settings|None=None):  # Where the default comes from
@@ -371,7 +376,7 @@ def get_executor(spec:str|None=None,  # `local`, `dask://HOST:PORT`; default: se
         raise ExecutorError(f"Unknown executor {spec!r}.", fix=f"Use one of: {', '.join(k if k == 'local' else k + '://HOST:PORT' for k in _EXECUTORS)}.")
     return _EXECUTORS[scheme](spec if '://' in spec else None, workers)
 
-# %% ../nbs/14a_executors.ipynb #d0b8ac66
+# %% ../nbs/14a_executors.ipynb #7dd07e84
 def run_on(executor:str|None,  # `local`, `dask://HOST:PORT`; default: setting `executor`
            notebook:str|Path,  # The notebook
            parameters:dict|None=None,  # Name -> value; strings are converted to the parameters' types
@@ -389,7 +394,7 @@ def run_on(executor:str|None,  # `local`, `dask://HOST:PORT`; default: setting `
     with get_executor(executor, 1, s) as ex:
         for _, res in ex.runs([spec], s): return res
 
-# %% ../nbs/14a_executors.ipynb #f9823989
+# %% ../nbs/14a_executors.ipynb #52b35666
 def _trials_process():
     "In a fresh process on a worker: load the study and run this share of its trials."
     import cloudpickle, optuna
@@ -413,7 +418,8 @@ def _trials_task(args):
     try:
         proj = tmp/'project'; proj.mkdir()
         job = tmp/'job.pkl'; job.write_bytes(cloudpickle.dumps((payload, name, storage, sampler, pruner, n, timeout, worker)))
-        penv = {k: v for k, v in os.environ.items() if not k.startswith('MLOPS_NB_')} | env | {'MLOPS_NB_PROJECT_DIR': str(proj), 'MLOPS_NB_SYNC_DELAY': 'inf'}
+        penv = ({k: v for k, v in os.environ.items() if not k.startswith('MLOPS_NB_')} | ({} if 'MLOPS_NB_TRACKING_URI' in env else _journal_only(proj))
+                | env | {'MLOPS_NB_PROJECT_DIR': str(proj), 'MLOPS_NB_SYNC_DELAY': 'inf'})
         r = subprocess.run([sys.executable, '-c', 'from mlops_nb.executors import _trials_process; _trials_process()', str(job)],
                            env=penv, cwd=proj, capture_output=True, text=True)
         if r.returncode:
@@ -464,7 +470,7 @@ def optimize(study,  # An Optuna study created with `storage=` (every worker mus
         finally: _unlink(link)
     return optuna.load_study(study_name=study.study_name, storage=storage)
 
-# %% ../nbs/14a_executors.ipynb #75864e9d
+# %% ../nbs/14a_executors.ipynb #25386bc2
 _HEAD_ROWS = 1 << 18  # the first chunk, from which one process decides the column kinds
 
 def _profile_part(args):
@@ -522,7 +528,7 @@ def profile_on(data,  # A Parquet file or folder every worker reads, or a Dask D
         return _finish(ex.map(_profile_part, [(str(f), kinds, kll_k, False) for f in files]), name, str(p), kll_k)
     finally: ex.close()
 
-# %% ../nbs/14a_executors.ipynb #cbfbda98
+# %% ../nbs/14a_executors.ipynb #36a1f65c
 class DaskCluster:
     "A Dask scheduler and `workers` worker processes on this machine (`dask scheduler`, `dask worker`); `address` is `dask://HOST:PORT`."
     def __init__(self, workers:int=2,  # Worker processes

@@ -210,7 +210,7 @@ def test_a_dask_dataframe_profile_equals_the_pandas_one(project, cluster, tmp_pa
     from mlops_nb.executors import profile_on
     rng = np.random.default_rng(0)
     n = 200_000
-    df = pd.DataFrame({'x': rng.normal(3, 2, n), 'k': rng.integers(0, 50, n).astype(str), 'f': rng.integers(0, 9, n).astype(float)})
+    df = pd.DataFrame({'x': rng.normal(3, 2, n), 'k': np.char.add('c', rng.integers(0, 50, n).astype(str)), 'f': rng.integers(0, 9, n).astype(float)})
     df.loc[::97, 'f'] = np.nan
     ref = profile(df)
     with Client(cluster.address.replace('dask://', 'tcp://'), set_as_default=True):
@@ -227,8 +227,9 @@ def test_a_dask_dataframe_profile_equals_the_pandas_one(project, cluster, tmp_pa
                 a, b = q.moments, col.moments
                 assert (a.n, a.min, a.max) == (b.n, b.min, b.max)
                 for k in ('mean', 'm2', 'm3', 'm4'): assert getattr(a, k) == pytest.approx(getattr(b, k), rel=1e-9, abs=1e-6)
-                qs = [0.1, 0.5, 0.9]
-                assert np.abs(np.asarray(q.quantiles(qs)) - np.asarray(col.quantiles(qs))).max() < 0.1  # KLL: ~0.7 % rank error, sd 2
+                x = df[col.name].dropna().to_numpy()
+                for rank, v in zip([0.1, 0.5, 0.9], q.quantiles([0.1, 0.5, 0.9])):  # within KLL's rank error (~0.7 % at k=400)
+                    assert np.mean(x < v) - 0.02 <= rank <= np.mean(x <= v) + 0.02, (col.name, rank, v)
             else:
                 assert q.categories() == col.categories() and abs(q.cardinality - col.cardinality) <= 2
     r = mlops_nb_cli('profile', str(tmp_path/'pq'), '-o', str(tmp_path/'p.json'), '--executor', cluster.address, cwd=project)
