@@ -8,7 +8,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/executors.html.md"""
 __all__ = ['ExecutorError', 'RunSpec', 'Executor', 'register_executor', 'LocalExecutor', 'pack_project', 'DaskExecutor',
            'get_executor', 'run_on', 'optimize', 'profile_dask', 'profile_on', 'DaskCluster']
 
-# %% ../nbs/14a_executors.ipynb #2b0b6916
+# %% ../nbs/14a_executors.ipynb #2893da7c
 import io, json, os, shutil, subprocess, sys, tempfile, threading, time, uuid, zipfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -16,7 +16,7 @@ from pathlib import Path
 from .config import Settings, resolve_settings
 from .errors import MlopsNbError, missing_dependency
 
-# %% ../nbs/14a_executors.ipynb #204ffe33
+# %% ../nbs/14a_executors.ipynb #62758e38
 class ExecutorError(MlopsNbError):
     "An executor cannot be reached or used (no scheduler at the address, workers without mlops_nb, a project too big to ship)."
     exit_code = 3
@@ -57,7 +57,7 @@ def register_executor(scheme:str,  # `local`, `dask`, ...: what comes before `:/
     "Make `executor = \"<scheme>://...\"` use `cls`."
     _EXECUTORS[scheme] = cls
 
-# %% ../nbs/14a_executors.ipynb #01d44754
+# %% ../nbs/14a_executors.ipynb #64847ef7
 class LocalExecutor(Executor):
     "Runs on this machine: `workers` kernels at a time, recorded by this process."
     scheme = 'local'
@@ -82,7 +82,7 @@ class LocalExecutor(Executor):
 
 register_executor('local', LocalExecutor)
 
-# %% ../nbs/14a_executors.ipynb #a412f504
+# %% ../nbs/14a_executors.ipynb #7b60820b
 _SKIP_DIRS = {'.git', '.mlops', '.venv', 'venv', '__pycache__', '.ipynb_checkpoints', 'node_modules', '.pytest_cache', '.mypy_cache', '.ruff_cache'}
 
 def pack_project(project_dir:str|Path,  # The project folder
@@ -105,7 +105,7 @@ def pack_project(project_dir:str|Path,  # The project folder
         for p, _ in files: z.write(p, p.relative_to(root).as_posix())
     return buf.getvalue()
 
-# %% ../nbs/14a_executors.ipynb #85f19867
+# %% ../nbs/14a_executors.ipynb #1506717a
 def _worker_env(s:Settings):
     "`MLOPS_NB_*` variables that carry the settings to a worker (an embedded store stays here: the worker journals)."
     env = {'MLOPS_NB_EXPERIMENT': s.experiment, 'MLOPS_NB_REDACT_SECRETS': str(s.redact_secrets).lower(),
@@ -177,7 +177,7 @@ def _run_task(spec:dict, project:str, env:dict, cancel:str, key:str):  # `projec
                     html=Path(html).read_bytes() if html and Path(html).is_file() else None)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-# %% ../nbs/14a_executors.ipynb #46320a2c
+# %% ../nbs/14a_executors.ipynb #6c1c4bdf
 def _write_journals(files:dict, worker_dir:str, s:Settings):
     "Write a task's journal tree into the project's `.mlops/journal/`; link the worker's folder path to it if absent here. Returns the link."
     jdir = Path(s.project_dir)/'.mlops'/'journal'
@@ -227,7 +227,7 @@ def _land(out:dict, spec:RunSpec, s:Settings, client=None, executor:str='dask'):
     return RunResult(spec.notebook, r['status'], got['run_id'], r['output'], r['seconds'], spec.parameters, r['error'], tb,
                      got['metrics'], out.get('error_name'))
 
-# %% ../nbs/14a_executors.ipynb #5d2143a5
+# %% ../nbs/14a_executors.ipynb #425f5842
 def _project_plugin():
     "The worker plugin class that writes a project's zip into each worker's local directory (defined once distributed is imported)."
     from distributed import WorkerPlugin
@@ -261,7 +261,7 @@ class DaskExecutor(Executor):
         hostport = address.split('://', 1)[1].strip('/')
         if not hostport or ':' not in hostport:
             raise ExecutorError(f"Bad executor {address!r}: no HOST:PORT.", fix="Write dask://HOST:PORT, e.g. dask://127.0.0.1:8786 (what `mlops-nb cluster` prints).")
-        try: self.client = d.Client(f"tcp://{hostport}", timeout=10, set_as_default=False)
+        try: self.client = d.Client(f"tcp://{hostport}", timeout=5, set_as_default=False)
         except (OSError, TimeoutError) as e:
             raise ExecutorError(f"No Dask scheduler answers at {address!r} ({type(e).__name__}).",
                                 fix="Start one (`mlops-nb cluster`, or `dask scheduler` and `dask worker`), or fix HOST:PORT.") from None
@@ -363,7 +363,7 @@ class DaskExecutor(Executor):
 
 register_executor('dask', DaskExecutor)
 
-# %% ../nbs/14a_executors.ipynb #bfe864fd
+# %% ../nbs/14a_executors.ipynb #7128530e
 def get_executor(spec:str|None=None,  # `local`, `dask://HOST:PORT`; default: setting `executor`
                  workers:int=2,  # Runs at a time on the local executor
                  settings:Settings|None=None):  # Where the default comes from
@@ -376,7 +376,7 @@ def get_executor(spec:str|None=None,  # `local`, `dask://HOST:PORT`; default: se
         raise ExecutorError(f"Unknown executor {spec!r}.", fix=f"Use one of: {', '.join(k if k == 'local' else k + '://HOST:PORT' for k in _EXECUTORS)}.")
     return _EXECUTORS[scheme](spec if '://' in spec else None, workers)
 
-# %% ../nbs/14a_executors.ipynb #7dd07e84
+# %% ../nbs/14a_executors.ipynb #fa97dee3
 def run_on(executor:str|None,  # `local`, `dask://HOST:PORT`; default: setting `executor`
            notebook:str|Path,  # The notebook
            parameters:dict|None=None,  # Name -> value; strings are converted to the parameters' types
@@ -394,7 +394,7 @@ def run_on(executor:str|None,  # `local`, `dask://HOST:PORT`; default: setting `
     with get_executor(executor, 1, s) as ex:
         for _, res in ex.runs([spec], s): return res
 
-# %% ../nbs/14a_executors.ipynb #52b35666
+# %% ../nbs/14a_executors.ipynb #9411ec16
 def _trials_process():
     "In a fresh process on a worker: load the study and run this share of its trials."
     import cloudpickle, optuna
@@ -470,7 +470,7 @@ def optimize(study,  # An Optuna study created with `storage=` (every worker mus
         finally: _unlink(link)
     return optuna.load_study(study_name=study.study_name, storage=storage)
 
-# %% ../nbs/14a_executors.ipynb #25386bc2
+# %% ../nbs/14a_executors.ipynb #829550aa
 _HEAD_ROWS = 1 << 18  # the first chunk, from which one process decides the column kinds
 
 def _profile_part(args):
@@ -528,7 +528,7 @@ def profile_on(data,  # A Parquet file or folder every worker reads, or a Dask D
         return _finish(ex.map(_profile_part, [(str(f), kinds, kll_k, False) for f in files]), name, str(p), kll_k)
     finally: ex.close()
 
-# %% ../nbs/14a_executors.ipynb #36a1f65c
+# %% ../nbs/14a_executors.ipynb #88a1af43
 class DaskCluster:
     "A Dask scheduler and `workers` worker processes on this machine (`dask scheduler`, `dask worker`); `address` is `dask://HOST:PORT`."
     def __init__(self, workers:int=2,  # Worker processes

@@ -445,6 +445,7 @@ def sweep(notebook:str|Path,  # The notebook
     nb_path = Path(notebook).expanduser().resolve()
     if not nb_path.is_file(): raise NotebookRunError(f"No notebook at {str(notebook)!r}.", fix="Pass the path of an existing .ipynb file.")
     combos = grid(read_parameters(nb_path), given, nb_path.name)
+    ex = get_executor(executor, workers, s)  # local processes, or tasks on a Dask cluster (mlops_nb.executors): checked before any run
     c = open_client(s)
     parent = c.create_run(experiment_id(c, s, experiment or s.experiment), run_name=f"sweep {nb_path.stem}",
                           tags={'mlops_nb.sweep': 'parent', 'mlflow.source.name': str(nb_path), 'mlflow.source.type': 'NOTEBOOK'})
@@ -459,7 +460,7 @@ def sweep(notebook:str|Path,  # The notebook
                      {'mlflow.parentRunId': pid, 'mlops_nb.sweep': pid}, html, force_quota) for i in range(len(combos))]
     status = 'FINISHED'
     try:
-        with get_executor(executor, workers, s) as ex:  # local processes, or tasks on a Dask cluster (mlops_nb.executors)
+        with ex:
             for i, res in ex.runs(specs, s, client=c, on_progress=on_progress):
                 results[i] = res
                 if on_done: on_done(res)
