@@ -7,6 +7,7 @@ Parquet folder on 2 workers vs one process.
 
 The cluster is `DaskCluster` (what `mlops-nb cluster` starts): a `dask scheduler` and 2 `dask worker` processes with
 1 thread each, on this machine.
+Overhead (first, after one untimed warm-up run on each executor: the store template, the workers' imports)
 Sweep    8 CPU-bound notebooks (a parameter `i`; one cell spins pure Python for `--work` s of CPU) with `sweep()`:
          on the cluster (`executor=dask://...`), and with the local executor at `workers=1` and `workers=2`.
          Wall time each, and the ratios. Every sweep must have 8 FINISHED runs in the store with metric m = i.
@@ -154,8 +155,8 @@ def main():
             note(f"cluster {cluster.address} up in {time.perf_counter() - t0:.1f} s")
             res = dict(notebooks=a.notebooks, work=a.work, size_gb=size)
             if not a.skip_sweep:
+                res['overhead'] = o = bench_overhead(root, cluster.address, a.repeat)  # first: its warm-up builds the store template, loads the workers
                 res['sweep'] = s = bench_sweep(root, cluster.address, a.notebooks, a.work)
-                res['overhead'] = o = bench_overhead(root, cluster.address, a.repeat)
                 print(f"\nSweep of {a.notebooks} CPU-bound notebooks ({a.work:g} s CPU each):")
                 for k, v in s.items(): print(f"  {k:<20} {v:7.1f} s")
                 print(f"  local 1 worker / dask 2 workers: {s['local --workers 1'] / s['dask 2 workers']:.2f}x;"

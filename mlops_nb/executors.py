@@ -274,7 +274,11 @@ class DaskExecutor(Executor):
         try: self.client.wait_for_workers(1, timeout=timeout)
         except TimeoutError: raise ExecutorError(f"The Dask scheduler at {self.address} has no workers.",
                                                  fix="Start workers: `dask worker tcp://HOST:PORT` (with mlops-nb[dask] installed).") from None
-        for w, info in self.client.run(_worker_check).items():
+        try: infos = self.client.run(_worker_check)
+        except Exception as e:  # a worker without mlops_nb cannot even unpickle the check
+            raise ExecutorError(f"The Dask workers at {self.address} cannot run mlops_nb code ({type(e).__name__}: {str(e)[:200]}).",
+                                fix=f'pip install "mlops-nb[dask]=={__version__}" on every worker.') from None
+        for w, info in infos.items():
             if info['mlops_nb'] != __version__ or not info['papermill']:
                 raise ExecutorError(f"Dask worker {w} has mlops_nb {info['mlops_nb']} (this side {__version__}), papermill {'yes' if info['papermill'] else 'no'}.",
                                     fix=f'pip install "mlops-nb[dask]=={__version__}" on every worker (both sides must read the same journals).')
