@@ -68,19 +68,22 @@ def test_contract_runs_land_in_the_store_like_local_ones(project, executor):
     nb = _write_nb(project/'step.ipynb')
     s = resolve_settings(project_dir=project)
     specs = [RunSpec(str(nb), dict(x=1), name='one', output=str(project/'out'/'1.ipynb')),
-             RunSpec(str(nb), dict(x=2, fail=True), name='two', output=str(project/'out'/'2.ipynb'))]
+             RunSpec(str(nb), dict(x=2, fail=True), name='two', output=str(project/'out'/'2.ipynb')),
+             RunSpec(str(nb), dict(x=3, marker=str(project.parent/'marks'), wait=60.0), timeout=3, name='three')]
+    (project.parent/'marks').mkdir()
     seen = []
     with get_executor(executor, 2, s) as ex:
         got = dict(ex.runs(specs, s, on_progress=lambda *a: seen.append(a)))
-    ok, bad = got[0], got[1]
+    ok, bad, slow = got[0], got[1], got[2]
+    assert slow.status == 'FAILED' and slow.error == 'a cell timed out: A cell timed out while it was being executed, after 3 seconds.' and json.loads(Path(slow.output).read_text())
     assert (ok.status, ok.metrics['y']) == ('FINISHED', 2.0)
     assert bad.status == 'FAILED' and bad.error == "cell 4 raised ValueError: bad x 2" and 'raise ValueError' in bad.traceback
-    assert bad.exit_code == 7 and seen[-1] == (2, 0, 1)
+    assert bad.exit_code == 7 and seen[-1] == (3, 0, 2)
     executed = json.loads(Path(ok.output).read_text())
     assert ok.output == str(project/'out'/'1.ipynb') and any('done 1' in ''.join(o.get('text', '')) for c in executed['cells'] for o in c['outputs'])
     c, runs = _runs(project)
     by = {r.data.tags['mlflow.runName']: r for r in runs}
-    assert set(by) == {'one', 'two'} and by['one'].info.status == 'FINISHED' and by['two'].info.status == 'FAILED'
+    assert set(by) == {'one', 'two', 'three'} and by['one'].info.status == 'FINISHED' and by['two'].info.status == by['three'].info.status == 'FAILED'
     assert by['two'].data.tags['mlops_nb.pipeline.error'] == "cell 4 raised ValueError: bad x 2"
     assert [m.value for m in c.get_metric_history(ok.run_id, 'y')] == [2.0]
     assert {a.path for a in c.list_artifacts(bad.run_id, 'pipeline')} >= {'pipeline/2.ipynb', 'pipeline/error.txt'}
