@@ -8,8 +8,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/cli.html.md"""
 __all__ = ['EXIT_CODES', 'cli', 'config_command', 'quickstart_command', 'sync_command', 'status_command', 'reproduce_command',
            'diff_command', 'drift_command', 'profile_command', 'quota_group', 'quota_usage_command',
            'quota_estimate_command', 'quota_alerts_command', 'promote_command', 'approve_command', 'rollback_command',
-           'history_command', 'serve_command', 'shadow_command', 'run_command', 'sweep_command', 'init_command',
-           'ui_command', 'server_command', 'main']
+           'history_command', 'serve_command', 'shadow_command', 'run_command', 'sweep_command', 'cluster_command',
+           'init_command', 'ui_command', 'server_command', 'main']
 
 # %% ../nbs/04_cli.ipynb #4be0a2a7
 import json, os, sys
@@ -228,11 +228,15 @@ def drift_command(reference, current, fail_on, as_json, html_path, prediction, l
 @click.option('--output', '-o', type=click.Path(dir_okay=False), required=True, callback=_output_file, help="The profile file to write (.json).")
 @click.option('--like', type=click.Path(exists=True, dir_okay=False), default=None, help="Take column kinds from this profile.")
 @click.option('--name', default=None, help="A name for the data [default: the file name].")
-def profile_command(data, output, like, name):
+@click.option('--executor', default=None, metavar='dask://HOST:PORT', help="Profile a Parquet folder on a Dask cluster's workers (a path they all read).")
+def profile_command(data, output, like, name, executor):
     "Profile DATA (a Parquet/CSV/JSON-lines file or folder) into a mergeable profile file."
     from mlops_nb.profiles import profile, read_profile, save_profile
     from pathlib import Path
-    p = profile(data, name=name or Path(data).stem, like=read_profile(like) if like else None)
+    if executor:  # files profiled on the cluster's workers, merged here (mlops_nb.executors)
+        from mlops_nb.executors import profile_on
+        p = profile_on(data, executor, name=name or Path(data).stem, like=read_profile(like) if like else None)
+    else: p = profile(data, name=name or Path(data).stem, like=read_profile(like) if like else None)
     save_profile(p, output)
     click.echo(f"Profiled {p.rows:,} rows x {len(p.columns)} columns of {data} -> {output} ({Path(output).stat().st_size/1024:.0f} KB)")
 
@@ -439,8 +443,9 @@ def shadow_command(model, challenger, data, alias, batch_rows, as_json, project_
 @click.option('--json', 'as_json', is_flag=True, help="Print the outcome as JSON.")
 @click.option('--force-quota', metavar='REASON', default=None, help="Run even if a quota budget is spent (the reason is recorded).")
 @click.option('--secret', 'secret', multiple=True, metavar='NAME', help="Parameter NAME's value is a secret (repeatable): hidden from all that the run writes or prints.")
+@click.option('--executor', default=None, metavar='local|dask://HOST:PORT', help="Where the notebook runs [default: setting executor].")
 @_project_dir
-def run_command(notebook, params, parameters_file, experiment, output, timeout, name, html, as_json, force_quota, secret, project_dir):
+def run_command(notebook, params, parameters_file, experiment, output, timeout, name, html, as_json, force_quota, secret, executor, project_dir):
     "Execute NOTEBOOK headless with papermill as one tracked run."
     from mlops_nb.pipeline import run_notebook
     from mlops_nb.params import load_parameter_file, load_notebook, read_parameters, check_parameters
@@ -452,8 +457,11 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
         given = {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in given.items()}
     given |= dict(params)
     try:
-        res = run_notebook(notebook, given, experiment, output, timeout, s, name=name, html=html, force_quota=force_quota,
-                           secret=secret, log=None if as_json else (lambda m: click.echo(m, err=True)))
+        if (executor or s.executor) != 'local':  # a task on a cluster (mlops_nb.executors)
+            from mlops_nb.executors import run_on
+            res = run_on(executor, notebook, given, experiment, output, timeout, s, name=name, html=html, force_quota=force_quota)
+        else: res = run_notebook(notebook, given, experiment, output, timeout, s, name=name, html=html, force_quota=force_quota,
+                                 secret=secret, log=None if as_json else (lambda m: click.echo(m, err=True)))
     except KeyboardInterrupt:
         click.echo("Interrupted: the run is marked KILLED; the partly executed notebook is kept.", err=True); return 130
     click.echo(json.dumps(res.to_json(), indent=2, default=str) if as_json else str(res))
@@ -470,20 +478,41 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
 @click.option('--json', 'as_json', is_flag=True, help="Print the summary as JSON.")
 @click.option('--force-quota', metavar='REASON', default=None, help="Run even if a quota budget is spent (the reason is recorded).")
 @click.option('--secret', 'secret', multiple=True, metavar='NAME', help="Parameter NAME's values are secrets (repeatable).")
+@click.option('--executor', default=None, metavar='local|dask://HOST:PORT', help="Where the notebooks run [default: setting executor].")
 @_project_dir
-def sweep_command(notebook, params, workers, experiment, timeout, html, as_json, force_quota, secret, project_dir):
+def sweep_command(notebook, params, workers, experiment, timeout, html, as_json, force_quota, secret, executor, project_dir):
     "Run NOTEBOOK for every combination of parameter values, WORKERS at a time, under one parent run."
     from mlops_nb.pipeline import sweep, grid
     from mlops_nb.params import read_parameters, load_notebook
     s = resolve_settings(project_dir=project_dir)
     n = len(grid(read_parameters(load_notebook(notebook)), list(params), os.path.basename(notebook)))
-    with click.progressbar(length=n, label=f"{n} runs, {workers} at a time", file=sys.stderr,
-                           item_show_func=lambda r: r and f"{r.status} {' '.join(f'{k}={v}' for k, v in r.parameters.items())}") as bar:
-        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r), html=html,
-                    force_quota=force_quota, secret=secret)
+    where = executor or s.executor
+    state = dict(running=0, failed=0)
+    def show(r): return f"{state['running']} running, {state['failed']} failed" + (f"; {r.status} {' '.join(f'{k}={v}' for k, v in r.parameters.items())}" if r else '')
+    with click.progressbar(length=n, label=f"{n} runs, " + (f"{workers} at a time" if where == 'local' else f"on {where}"), file=sys.stderr,
+                           item_show_func=show) as bar:
+        out = sweep(notebook, list(params), workers, experiment, timeout, s, on_done=lambda r: bar.update(1, r), html=html, force_quota=force_quota, secret=secret,
+                    executor=where, on_progress=lambda d, running, failed: state.update(running=running, failed=failed))
     click.echo(json.dumps(dict(parent_run_id=out.parent_run_id, seconds=out.seconds, runs=out.table()), indent=2, default=str)
                if as_json else str(out))
     return 0 if out.ok else 7
+
+# %% ../nbs/04_cli.ipynb #934552d1
+@cli.command('cluster', epilog=EXIT_CODES)
+@click.option('--workers', '-w', type=int, default=2, show_default=True, help="Worker processes.")
+@click.option('--threads', type=int, default=1, show_default=True, help="Tasks at a time per worker.")
+@click.option('--port', type=int, default=8786, show_default=True, help="Scheduler port (0: a free one).")
+@click.option('--host', default='127.0.0.1', show_default=True, help="Interface to listen on (0.0.0.0 lets other machines' workers join).")
+def cluster_command(workers, threads, port, host):
+    "Start a Dask scheduler and WORKERS worker processes here, to try `--executor dask://...`; Ctrl-C stops them."
+    from mlops_nb.executors import DaskCluster
+    c = DaskCluster(workers, threads, port, host).start()
+    click.echo(f"Dask scheduler at {c.address} with {workers} workers x {threads} threads (logs: {c.folder}).\n"
+               f"Use it: mlops-nb sweep NOTEBOOK -p NAME V1,V2 --executor {c.address}   (Ctrl-C here stops the cluster)")
+    try: c.wait()
+    except KeyboardInterrupt: pass
+    finally: c.stop()
+    return 0
 
 # %% ../nbs/04_cli.ipynb #e10091c4
 @cli.command('init', epilog=EXIT_CODES)

@@ -83,6 +83,8 @@ SETTINGS = {s.key: s for s in [
             "Per-user cache: migrated store templates, one per MLflow version"),
     Setting('server_store_uri', _to_str, None,
             "Database of `mlops-nb server` (team mode), e.g. postgresql://user@db:5432/mlflow"),
+    Setting('executor', _to_str, 'local',
+            "Where `mlops-nb run`/`sweep` execute notebooks: local (processes here) or dask://HOST:8786 (a Dask cluster)"),
 ]}
 
 # %% ../nbs/01_config.ipynb #6dd0ad5d

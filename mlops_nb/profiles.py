@@ -353,6 +353,9 @@ def profile(data,  # A DataFrame, Series, NumPy array, a Parquet/CSV/JSON-lines 
     "The `Profile` of `data`, built chunk by chunk, so a file larger than memory can be profiled."
     if not isinstance(kll_k, int) or not 8 <= kll_k <= 65535:
         raise ProfileError(f"Bad kll_k {kll_k!r}.", fix="Use a whole number from 8 to 65535; 200 to 800 is the useful range.")
+    if type(data).__module__.startswith('dask'):  # a Dask DataFrame: its partitions profiled where Dask computes, merged
+        from mlops_nb.executors import profile_dask
+        return profile_dask(data, name=name, like=like, kll_k=kll_k)
     kinds = dict(like.kinds) if like is not None else {}
     cols, rows = {}, 0
     for frame in _frames(data, chunk_rows):

@@ -26,7 +26,7 @@ def test_templates_are_clean_and_typed():
     types = {k: p.type for k, p in read_parameters(TEMPLATES/'train.ipynb').items()}
     assert types == dict(data_path='str', target='str', n_trials='int', timeout='float', seed='int', test_size='float',
                          min_auc='float', model_name='str', reference_schema='str', optuna_storage='str', study_name='str',
-                         fail_on_gate='bool')
+                         executor='str', fail_on_gate='bool')
     assert {k: p.type for k, p in read_parameters(TEMPLATES/'monitor.ipynb').items()}.items() >= \
         dict(batch_path='str', reference='str', alpha='float', fail_on_drift='bool', shift='float').items()
     assert {k: p.type for k, p in read_parameters(TEMPLATES/'batch_score.ipynb').items()}.items() >= \
