@@ -188,14 +188,15 @@ def _lock_path(settings, what): return journal_folder(settings)/f"sync-{store_ke
 
 def replay_journals(settings:Settings|None=None,  # Where runs go; default: `resolve_settings()`
                     chunk:int=20_000,  # Records per store round trip
-                    pattern:str='*.log',  # Which journals: a glob on their names (`*-<pid>-*.log`: one process's)
+                    pattern:str='*.log',  # Which journals: a glob on their names (`*-<pid>-*.log`: one process's, whatever store it names)
                     live:bool=False,  # Also apply journals whose writer is alive, up to where they end now
                     timeout:float=60,  # Seconds to wait for another applier (the sync process) to let go
                     client=None):  # The store backend (`backend_for`); default: made here if there is work
     "Apply the project's journals for this store; return one summary dict per journal that had anything to apply."
     s = settings or resolve_settings()
     key, folder = store_key(s.tracking_uri), journal_folder(s)
-    todo = [p for p in journals(folder, pattern) if _for_store(p, key)]
+    # journals named by a pattern (one kernel's, or shipped back from a Dask worker) are the caller's to apply here
+    todo = [p for p in journals(folder, pattern) if pattern != '*.log' or _for_store(p, key)]
     if not todo: return []
     lock = FileLock(_lock_path(s, 'apply'))
     if not lock.acquire(timeout):
