@@ -321,6 +321,7 @@ def _side(x, name, like, cfg, settings):
     "`(profile, frame or None)` of one side of a comparison: a DataFrame, Series, array, `Profile`, file, or run id."
     if isinstance(x, Profile): return x, None
     mod = type(x).__module__.split('.')[0]
+    if mod == 'dask': return profile(x, name=name, like=like, kll_k=cfg.kll_k), None  # partitions profiled on the workers, merged
     if mod in ('pandas', 'numpy'):
         import pandas as pd
         frame = x if isinstance(x, pd.DataFrame) else pd.DataFrame(x) if mod == 'numpy' else x.to_frame()
