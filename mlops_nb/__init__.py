@@ -3,10 +3,10 @@ __version__ = "0.1.0"
 
 from .errors import MlopsNbError
 from .tracking import (track, stop, active_run, log_metric, log_metrics, log_param, log_params, set_tag,
-                       log_artifact, status, sync)
+                       log_artifact, log_dataset, status, sync)
 
 __all__ = ['track', 'stop', 'active_run', 'log_metric', 'log_metrics', 'log_param', 'log_params', 'set_tag',
-           'log_artifact', 'status', 'sync', 'seed', 'track_data', 'fingerprint', 'diff_runs', 'reproduce',
+           'log_artifact', 'log_dataset', 'status', 'sync', 'seed', 'track_data', 'fingerprint', 'diff_runs', 'reproduce',
            'run_notebook', 'load_run', 'log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
            'validate_schema', 'profile', 'merge_profiles', 'load_profile', 'drift', 'estimate_performance', 'DriftWidget', 'QuotaWidget', 'promote', 'approve', 'rollback', 'MlopsNbError',
            'load_ipython_extension']

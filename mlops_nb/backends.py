@@ -95,6 +95,10 @@ class MlflowBackend:
     def end(self, run_id, status, end_ms):
         from mlops_nb.store import end_run
         end_run(self.client, run_id, status, end_ms)
+    def dataset(self, run_id, d):  # `dict(name, digest, source_type, source, schema, profile, context)`
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        ds = Dataset(d['name'], d['digest'], d['source_type'], d['source'], d.get('schema'), d.get('profile'))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(ds, tags=[InputTag('mlflow.data.context', d.get('context') or 'train')])])
 
 _ADJ = 'amber brave calm deft eager fair gentle hardy keen lively merry nimble proud quick sunny tidy vivid warm wise bold'.split()
 _NOUN = 'otter heron lynx finch badger marten ibis wren gecko bison crane dingo egret ferret koala lemur moose newt puffin yak'.split()
@@ -201,6 +205,24 @@ class SqliteBackend:
     def end(self, run_id, status, end_ms):
         self._run(run_id)
         self._tx(lambda c: c.execute("UPDATE runs SET status=?, end_time=? WHERE run_uuid=?", (status, end_ms, run_id)))
+
+    def dataset(self, run_id, d):  # MLflow's `log_inputs`: one dataset per experiment, name and digest; one edge to the run
+        import uuid
+        eid = self._run(run_id)[0]
+        if len(d['name']) > 500 or len(d['digest']) > 36: raise StoreRefused(f"Invalid dataset {d['name'][:100]!r}: name at most 500, digest 36 characters.")
+        def write(c):
+            row = c.execute("SELECT dataset_uuid FROM datasets WHERE experiment_id=? AND name=? AND digest=?", (eid, d['name'], d['digest'])).fetchone()
+            ds = row[0] if row else uuid.uuid4().hex
+            if not row:
+                c.execute("INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, dataset_source_type, dataset_source, dataset_schema, "
+                          "dataset_profile) VALUES (?,?,?,?,?,?,?,?)", (ds, eid, d['name'], d['digest'], d['source_type'], d['source'], d.get('schema'), d.get('profile')))
+            if c.execute("SELECT 1 FROM inputs WHERE source_type='DATASET' AND source_id=? AND destination_type='RUN' AND destination_id=?",
+                         (ds, run_id)).fetchone(): return
+            iid = uuid.uuid4().hex
+            c.execute("INSERT INTO inputs (input_uuid, source_type, source_id, destination_type, destination_id, step) VALUES (?, 'DATASET', ?, 'RUN', ?, 0)",
+                      (iid, ds, run_id))
+            c.execute("INSERT INTO input_tags (input_uuid, name, value) VALUES (?, 'mlflow.data.context', ?)", (iid, d.get('context') or 'train'))
+        self._tx(write)
 
 def backend_for(settings:Settings, client=None):  # An `MlflowClient`, for stores that need one
     "The store backend for `settings`: `SqliteBackend` for the embedded store, else `MlflowBackend` on `client`."

@@ -294,6 +294,10 @@ def _attach_data(run, rec):
         run.usage['data_rows'] += rec.get('rows') or 0; run.usage['data_mb'] += (rec.get('bytes') or 0)/2**20
     for k in ('fingerprint', 'role', 'rows', 'source', 'profile'):
         if kept.get(k) is not None: tracking.set_tag(f"mlops_nb.data.{rec['name']}.{k}", kept[k], run=run)
+    # MLflow's own view of it: a dataset input (its UI's Dataset column, a model's lineage to its data)
+    schema = kept.get('columns') if rec.get('kind') == 'dataframe' else None
+    tracking.log_dataset(rec['name'], rec['fingerprint'][:16], red.text(str(kept['source'])) if kept.get('source') else None,
+                         schema, rec.get('rows'), rec.get('role') or 'train', run=run)
 
 # %% ../nbs/11_capture.ipynb #0c879871
 def papermill_parameters(user_ns:dict|None):  # The kernel namespace (its `In` holds the cells run so far)

@@ -93,15 +93,16 @@ class _Applier:
                         except _Refused as e: self._reject(rec, e)
                 elif op == 'param': params[rid].append((rec, (str(rec['key']), str(rec['value']))))
                 elif op == 'tag': tags[rid].append((rec, (str(rec['key']), str(rec['value']))))
-                elif op in ('artifact', 'end'):
+                elif op in ('artifact', 'end', 'input'):
                     flush(rid)
                     if op == 'end': self.open.pop(rid, None)
-                    self._one(rec, self._artifact if op == 'artifact' else self._end)
+                    self._one(rec, dict(artifact=self._artifact, end=self._end, input=self._input)[op])
                 elif op != 'open': self._reject(rec, f"unknown record {op!r}")
             except (KeyError, TypeError, ValueError) as e: self._reject(rec, f"malformed record: {_reason(e)}")
         flush()
 
     def _artifact(self, rec): self.store.artifact(self.run_id(rec['run']), rec['path'], rec.get('dest'))
+    def _input(self, rec): self.store.dataset(self.run_id(rec['run']), rec['dataset'])
     def _end(self, rec): self.store.end(self.run_id(rec['run']), rec['status'], int(rec['t']*1000))
 
     def _one(self, rec, fn):

@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/tracking.html.md"""
 
 # %% auto #0
 __all__ = ['ActiveRun', 'track', 'pipeline_track', 'active_run', 'stop', 'check_artifact_path', 'log_metric', 'log_metrics',
-           'log_param', 'log_params', 'set_tag', 'log_artifact', 'status', 'sync', 'notice', 'autolog']
+           'log_param', 'log_params', 'set_tag', 'log_artifact', 'log_dataset', 'status', 'sync', 'notice', 'autolog']
 
 # %% ../nbs/08_tracking.ipynb #0fdbe362
 import atexit, getpass, json, os, re, shutil, sys, tempfile, threading, time
@@ -333,6 +333,24 @@ def log_artifact(path:str|Path, artifact_path:str|None=None, run:ActiveRun|None=
     while top.parent is not None: top = top.parent
     if getattr(top, 'usage', None) is not None: top.usage['artifacts_mb'] += path.stat().st_size/2**20
     r.tracker.record('artifact', run=r.rid, path=str(stage/path.name), dest=artifact_path)
+
+# %% ../nbs/08_tracking.ipynb #ds1a2b3c
+def log_dataset(name:str,  # Dataset name, e.g. `train`
+                digest:str,  # A short content hash (at most 36 characters)
+                source:str|None=None,  # Where it came from: a path or URI (`local`), else a description (`code`)
+                schema:dict|None=None,  # Column -> type
+                rows:int|None=None,  # Number of rows, if known
+                context:str='train',  # `train`, `eval` or `serving`: MLflow's `mlflow.data.context`
+                run:ActiveRun|None=None):
+    "Record dataset `name` as an MLflow dataset input of the active run."
+    r = _active(run)
+    if not isinstance(name, str) or not 0 < len(name) <= 500: raise TrackingError(f"Bad dataset name {str(name)[:80]!r}.", fix="Use 1 to 500 characters.")
+    local = bool(source) and ('://' in str(source) or Path(str(source)).is_absolute())
+    d = dict(name=name, digest=str(digest)[:36], source_type='local' if local else 'code',
+             source=json.dumps(dict(uri=str(source)) if local else dict(tags={'mlops_nb.source': str(source or 'in memory')})),
+             schema=json.dumps(dict(mlflow_colspec=[dict(name=str(k), type=str(v)) for k, v in (schema or {}).items()])) if schema else None,
+             profile=json.dumps(dict(num_rows=rows)) if rows is not None else None, context=context)
+    r.tracker.record('input', run=r.rid, dataset=d)
 
 # %% ../nbs/08_tracking.ipynb #49aa056a
 def status():
