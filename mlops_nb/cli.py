@@ -591,11 +591,20 @@ def ui_command(project_dir, port, host, timeout):
                           fix="Stop what uses it, or pass `--port 0` for any free port (or another number).")
     args = ['--backend-store-uri', s.tracking_uri, '--workers', '1']
     if s.is_embedded: args += ['--no-serve-artifacts', '--default-artifact-root', s.artifact_root]
-    _serve_mlflow(args, host, chosen, timeout, 'The MLflow UI', lambda url: f"MLflow UI for {redact_uri(s.tracking_uri)} at {url}  (Ctrl-C to stop)",
-                  "Read the server's messages above; `mlops-nb config` checks the store.")
+    from mlops_nb.store import ui_file
+    def up(url, pid):  # every link we print (`%mlops status`, `open`, `ui`) points at the port the UI really uses
+        f = ui_file(s); tmp = f.with_suffix(f'.{os.getpid()}.tmp')
+        tmp.write_text(json.dumps(dict(url=url, pid=os.getpid(), tracking_uri=redact_uri(s.tracking_uri)))); os.replace(tmp, f)
+    try:
+        _serve_mlflow(args, host, chosen, timeout, 'The MLflow UI', lambda url: f"MLflow UI for {redact_uri(s.tracking_uri)} at {url}  (Ctrl-C to stop)",
+                      "Read the server's messages above; `mlops-nb config` checks the store.", on_up=up)
+    finally:
+        try:
+            if json.loads(ui_file(s).read_text()).get('pid') == os.getpid(): ui_file(s).unlink()
+        except (OSError, ValueError): pass
 
-def _serve_mlflow(args, host, port, timeout, what, banner, fix):
-    "Run `mlflow server ARGS` on `host:port` in its own process group, print `banner(url)` once healthy, wait, stop it all."
+def _serve_mlflow(args, host, port, timeout, what, banner, fix, on_up=None):
+    "Run `mlflow server ARGS` on `host:port` in its own process group, print `banner(url)` once healthy (and call `on_up(url, pid)`), wait, stop it all."
     import signal, subprocess
     cmd = [sys.executable, '-m', 'mlflow', 'server', *args, '--host', host, '--port', str(port)]
     # We only serve runs: MLflow's background job runners (seven processes) are not needed.
@@ -606,6 +615,7 @@ def _serve_mlflow(args, host, port, timeout, what, banner, fix):
     try:
         if not _wait_healthy(url, proc, timeout):
             raise StoreError(f"{what} did not come up on {url} within {timeout:g} s (exit code {proc.poll()}).", fix=fix)
+        if on_up: on_up(url, proc.pid)
         click.echo(banner(url)); sys.stdout.flush()
         with _forward_sigterm(): proc.wait()
         if proc.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):

@@ -82,6 +82,8 @@ def _parsers():
     p.add_argument('model', metavar='MODEL[@VERSION|@ALIAS|@RUN_ID]'); p.add_argument('--to', required=True)
     p.add_argument('--gate', action='append', default=[]); p.add_argument('--approve', default=None, metavar='REASON')
     p.add_argument('--reason', default=''); p.add_argument('--expect', default=None); p.add_argument('--as', dest='as_', default=None)
+    p = sub.add_parser('ui', help="start the MLflow UI for this project in the background (or find the one running); print its link")
+    p.add_argument('--timeout', type=float, default=90)
     p = sub.add_parser('sync', help="push everything journaled to the store now")
     p.add_argument('--timeout', type=float, default=60)
     return top
@@ -92,8 +94,11 @@ def _number(v):
     except ValueError: return None
 
 def _link(settings, run_id, experiment_id=None):
-    base = settings.tracking_uri if settings.tracking_uri.startswith('http') else f"http://127.0.0.1:{settings.ui_port or 5000}"
+    "The run's page in the MLflow UI that really runs (a tracking server's own, or `mlops-nb ui`'s); a hint if none does."
     from mlops_nb.config import redact_uri
+    from mlops_nb.store import running_ui
+    base = settings.tracking_uri if settings.tracking_uri.startswith('http') else running_ui(settings)
+    if base is None: return "no MLflow UI is running: `%mlops ui` starts one"
     return f"{redact_uri(base).rstrip('/')}/#/experiments/{experiment_id or '0'}/runs/{run_id}"
 
 def _hook(ip, cells):
@@ -203,8 +208,29 @@ class MlopsMagics(Magics):
         rid = run.wait_for_id(10)
         if not rid: return print("The run is not in the store yet (see `%mlops status`).")
         url = _link(run.tracker.settings, rid, run.experiment_id)
+        if not url.startswith('http'): return print(f"Run {rid}: {url}")
         from IPython.display import display, HTML
-        display(HTML(f'<a href="{url}" target="_blank">{url}</a> (start the UI with <code>mlops-nb ui</code> if it is not running)'))
+        display(HTML(f'<a href="{url}" target="_blank">{url}</a>'))
+
+    def _ui(self, a, cell):
+        import json, subprocess, sys, time
+        from mlops_nb import tracking as T
+        from mlops_nb.config import resolve_settings
+        from mlops_nb.store import running_ui, ui_file
+        t = T._State.tracker
+        s = t.settings if t else resolve_settings()
+        if s.tracking_uri.startswith('http'): return print(f"The store is a tracking server; its UI: {_link(s, '')}".split('/#/')[0])
+        url = running_ui(s)
+        if url is None:
+            ui_file(s).parent.mkdir(parents=True, exist_ok=True)
+            with open(ui_file(s).with_suffix('.log'), 'ab') as log:
+                subprocess.Popen([sys.executable, '-c', 'import sys; from mlops_nb.cli import main; sys.exit(main())', 'ui', '--port', '0',
+                                  '--project-dir', s.project_dir], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            deadline = time.monotonic() + a.timeout
+            while (url := running_ui(s)) is None and time.monotonic() < deadline: time.sleep(0.2)  # it writes ui.json once healthy
+            if url is None: raise UsageError(f"%mlops ui: the MLflow UI did not come up in {a.timeout:g} s; see {ui_file(s).with_suffix('.log')}.")
+        run = T.active_run()
+        print(f"MLflow UI: {url}" + (f"\nthis run:  {_link(s, run.run_id, run.experiment_id)}" if run and run.run_id else ''))
 
     def _autolog(self, a, cell):
         from mlops_nb import tracking as T
@@ -217,11 +243,15 @@ class MlopsMagics(Magics):
         t = T._State.tracker
         print(diff_runs(a.run_a, a.run_b, t.settings if t else None))  # reads see what this kernel journaled
 
+    def _widgets(self):
+        "Whether a front end can show widgets: a Jupyter kernel (JupyterLab, Notebook, VS Code), not a terminal IPython."
+        return getattr(self.shell, 'kernel', None) is not None
+
     def _drift(self, a, cell):
         ns = self.shell.user_ns if self.shell is not None else {}
         ref, cur = (ns.get(x, x) for x in (a.reference, a.current))  # a variable of the notebook, else a path or run id
         kw = dict(prediction=a.prediction, label=a.label, alpha=a.alpha)
-        if not a.static:
+        if not a.static and self._widgets():
             try:
                 from mlops_nb.drift_widget import DriftWidget
                 import ipywidgets, plotly  # noqa: F401 -- the widget needs both
@@ -240,7 +270,7 @@ class MlopsMagics(Magics):
     def _quota(self, a, cell):
         from mlops_nb import tracking as T
         t = T._State.tracker
-        if not a.static:
+        if not a.static and self._widgets():
             try:
                 from mlops_nb.quota_widget import QuotaWidget
                 import ipywidgets, plotly  # noqa: F401

@@ -6,7 +6,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/store.html.md"""
 
 # %% auto #0
 __all__ = ['EXPERIMENT_TAGS', 'mlflow_version', 'template_path', 'import_mlflow', 'build_template', 'StoreInfo', 'ensure_store',
-           'before_reads', 'open_client', 'retry_sqlite', 'end_run', 'experiment_location', 'experiment_id']
+           'before_reads', 'open_client', 'ui_file', 'running_ui', 'retry_sqlite', 'end_run', 'experiment_location',
+           'experiment_id']
 
 # %% ../nbs/02_store.ipynb #7033e10f
 import os, shutil, sqlite3, time, uuid
@@ -162,6 +163,16 @@ def open_client(settings:Settings|None=None,  # Resolved settings; default: `res
                if 'out-of-date database schema' in msg else "Check `mlops-nb config` and that the store is reachable.")
         raise StoreError(f"Cannot open the store {redact_uri(s.tracking_uri)}: {msg.splitlines()[0]}", fix=fix) from None
     return client
+
+# %% ../nbs/02_store.ipynb #ui1a2b3c
+def ui_file(settings:Settings): return Path(settings.project_dir)/'.mlops'/'ui.json'
+
+def running_ui(settings:Settings):
+    "The URL of this project's running MLflow UI, or `None`."
+    import json
+    try: info = json.loads(ui_file(settings).read_text()); os.kill(int(info['pid']), 0)
+    except (OSError, ValueError, KeyError, TypeError): return None
+    return info.get('url')
 
 # %% ../nbs/02_store.ipynb #497c22b4
 def _slug(name):

@@ -28,7 +28,8 @@ def test_track_log_status_stop(ip, capsys):
     assert mn.active_run().wait_for_id(60)  # the session's first store: the template is built (about 4 s)
     ip.run_line_magic('mlops', 'status')
     out = capsys.readouterr().out
-    assert 'run ' in out and 'backlog' in out and 'store ' in out and '/#/experiments/' in out
+    assert 'run ' in out and 'backlog' in out and 'store ' in out
+    assert 'no MLflow UI is running: `%mlops ui` starts one' in out  # never a link to a port nothing listens on
     run = mn.active_run()
     ip.run_line_magic('mlops', 'stop --status failed')
     assert mn.sync(30)
@@ -73,15 +74,33 @@ def test_only_track_is_a_cell_magic(ip):
     with pytest.raises(UsageError, match="only `track` works as a cell magic"): ip.run_cell_magic('mlops', 'status', 'x = 1')
 
 
-def test_open_shows_a_link_to_the_run_in_the_ui(ip):
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ui_starts_the_mlflow_ui_and_every_link_points_at_its_port(ip, capsys):
+    import json, os, signal, urllib.request
     from IPython.utils.capture import capture_output
-    ip.run_line_magic('mlops', 'track --experiment m --system-metrics 0')
+    from mlops_nb.store import ui_file
+    ip.run_line_magic('mlops', 'track --experiment m --name linked --system-metrics 0')
     run = mn.active_run()
-    assert run.wait_for_id(60)  # the session's first store may still be on its way
-    with capture_output() as cap: ip.run_line_magic('mlops', 'open')
-    html = cap.outputs[-1].data['text/html']
-    assert f"/#/experiments/{run.experiment_id}/runs/{run.run_id}" in html and run.experiment_id != '0' and 'mlops-nb ui' in html
-    ip.run_line_magic('mlops', 'stop')
+    assert run.wait_for_id(60)
+    capsys.readouterr()
+    try:
+        ip.run_line_magic('mlops', 'ui')  # a free port, not 5000
+        out = capsys.readouterr().out
+        url = out.split('MLflow UI: ')[1].split()[0]
+        assert f"this run:  {url}/#/experiments/{run.experiment_id}/runs/{run.run_id}" in out, out
+        ip.run_line_magic('mlops', 'ui')  # the one running is found, not a second one started
+        assert capsys.readouterr().out.split('MLflow UI: ')[1].split()[0] == url
+        with capture_output() as cap: ip.run_line_magic('mlops', 'open')
+        assert f'href="{url}/#/experiments/{run.experiment_id}/runs/{run.run_id}"' in cap.outputs[-1].data['text/html']
+        ip.run_line_magic('mlops', 'status')
+        assert f"link       {url}/#/experiments/{run.experiment_id}/runs/{run.run_id}" in capsys.readouterr().out
+        with urllib.request.urlopen(f"{url}/ajax-api/2.0/mlflow/runs/get?run_id={run.run_id}", timeout=30) as r:
+            assert json.loads(r.read())['run']['info']['run_name'] == 'linked'  # the UI at that port serves this run
+    finally:
+        try: os.killpg(json.loads(ui_file(run.tracker.settings).read_text())['pid'], signal.SIGTERM)
+        except (OSError, ValueError, KeyError): pass
+        ip.run_line_magic('mlops', 'stop')
 
 
 def test_diff_shows_what_differs_between_two_runs(ip, capsys):
