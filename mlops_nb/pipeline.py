@@ -396,8 +396,12 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
                                        progress_bar=False, execution_timeout=timeout, km=km, start_timeout=120)
         except KeyboardInterrupt as e: interrupted = e; res.status, res.error = 'KILLED', 'interrupted (Ctrl-C)'
         except OSError as e:  # the executed notebook could not be saved (a full disk, a folder made read-only meanwhile)
-            res.status, res.error_name = 'FAILED', 'OSError'
-            res.error = f"cannot save the executed notebook {out}: {e.strerror or e}" + (" (the disk is full)" if e.errno == 28 else '')
+            if isinstance(e, TimeoutError) or type(e).__module__.split('.')[0] in ('papermill', 'nbclient', 'jupyter_client'):
+                res.status = 'FAILED'; res.error, res.traceback = (red.text(x) for x in _describe(e, out))  # a cell timed out: not a save
+                res.error_name = getattr(e, 'ename', None)
+            else:
+                res.status, res.error_name = 'FAILED', 'OSError'
+                res.error = f"cannot save the executed notebook {out}: {e.strerror or e}" + (" (the disk is full)" if e.errno == 28 else '')
         except Exception as e:
             if type(e).__module__.split('.')[0] not in ('papermill', 'nbclient', 'jupyter_client') and not monitor.stopped: raise
             res.status = 'FAILED'; res.error, res.traceback = (red.text(x) for x in _describe(e, out))

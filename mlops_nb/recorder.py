@@ -39,6 +39,7 @@ class Tracker:
         self.flush_interval, self.start_sync = flush_interval, start_sync
         self._lock, self._wake, self._stop = threading.Lock(), threading.Event(), threading.Event()
         self._keys_ok, self._params, self._n = set(), {}, 0
+        self._known = dict(runs={}, experiments={})  # journal run -> store run id / experiment id, once seen
         self.logged, self._warned = 0, None
         self._thread = threading.Thread(target=self._loop, name='mlops-nb-journal', daemon=True)
         self._thread.start()
@@ -81,7 +82,11 @@ class Tracker:
         with self._lock: self._n += 1; return f"r{self._n}"
 
     # -- what has reached the store ---------------------------------------------------------------------------
-    def _state(self): return read_state(self.journal.path)
+    def _state(self):
+        "The journal's state; what it says of runs is remembered (a finished journal and its state are deleted once applied)."
+        st = read_state(self.journal.path)
+        self._known['runs'].update(st['runs']); self._known['experiments'].update(st['experiments'])
+        return st
 
     @property
     def backlog(self):
@@ -90,14 +95,27 @@ class Tracker:
 
     def store_run_id(self, rid:str, timeout:float=0):  # Seconds to wait for the run to be created
         "The MLflow run id of journal run `rid`, or `None` if it is not in the store yet (with a `timeout`, apply what is missing here)."
-        got = self._state()['runs'].get(rid)
+        got = self._state()['runs'].get(rid) or self._known['runs'].get(rid)
         if got is None and timeout > 0:
-            self.flush(timeout); got = self._state()['runs'].get(rid)
+            self.flush(timeout); got = self._state()['runs'].get(rid) or self._known['runs'].get(rid)
+        if got is None and self.journal.fd is None and not self.journal.path.exists():  # applied and retired before we looked
+            got = self._find(rid)
         return got
+
+    def _find(self, rid):
+        "The store's run made from journal run `rid` (by its journal tag), or `None`."
+        from mlops_nb.store import open_client
+        try:
+            c = open_client(self.settings, fresh=False)
+            found = c.search_runs([e.experiment_id for e in c.search_experiments()], max_results=1,
+                                  filter_string=f"tags.`mlops_nb.journal_run` = '{self.journal.name}/{rid}'")
+        except Exception: return None  # the store cannot be asked now
+        if found: self._known['runs'][rid], self._known['experiments'][rid] = found[0].info.run_id, found[0].info.experiment_id
+        return found[0].info.run_id if found else None
 
     def experiment_id(self, rid:str):
         "The MLflow experiment id of journal run `rid`, once the store has the run."
-        return self._state()['experiments'].get(rid)
+        return self._state()['experiments'].get(rid) or self._known['experiments'].get(rid)
 
     def refused(self, rid:str):
         "Why the store refused journal run `rid`, or `None`."
