@@ -57,7 +57,8 @@ class _SqliteMetrics:
             c.executemany(_UPSERT_LATEST, list(latest.values()))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK"); raise
+            if c.in_transaction: c.execute("ROLLBACK")  # SQLite may have rolled back itself (a full disk)
+            raise
 
 # %% ../nbs/02a_backends.ipynb #b1c2d3e4
 class StoreRefused(TrackingError):
@@ -115,7 +116,9 @@ class SqliteBackend:
     def _tx(self, fn):
         c = self.con; c.execute("BEGIN IMMEDIATE")
         try: out = fn(c); c.execute("COMMIT"); return out
-        except BaseException: c.execute("ROLLBACK"); raise
+        except BaseException:
+            if c.in_transaction: c.execute("ROLLBACK")  # SQLite may have rolled back itself (a full disk)
+            raise
 
     def experiment(self, name):
         import sqlite3

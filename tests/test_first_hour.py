@@ -90,7 +90,7 @@ def test_first_track_with_a_quota_does_not_ask_the_store(tmp_path, env):
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which('mount'), reason="needs root to mount a small tmpfs")
 def test_a_full_disk_is_a_warning_not_a_crash_and_the_data_lands_when_space_returns(tmp_path, env):
     mnt = tmp_path/'small'; mnt.mkdir()
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', str(mnt)], check=True)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', str(mnt)], check=True)
     try:
         d = new_project(mnt, 'proj')
         code = textwrap.dedent("""
@@ -111,7 +111,8 @@ def test_a_full_disk_is_a_warning_not_a_crash_and_the_data_lands_when_space_retu
         p = subprocess.Popen([sys.executable, '-c', code], cwd=d, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         line = p.stdout.readline()
-        assert line.strip() == 'WARNED', line + p.stderr.read() if p.poll() is not None else line
+        if line.strip() != 'WARNED':
+            p.kill(); raise AssertionError(f"{line!r}: {p.communicate(timeout=30)[1][-3000:]}")
         (d/'filler').unlink()
         p.stdin.write('\n'); p.stdin.flush()
         out, err = p.communicate(timeout=120)
