@@ -1,5 +1,7 @@
 """In a real JupyterLab, in headless Chromium (Debian's, driven by playwright): the magics, the drift widget and the
-quota widget as a user sees them. Each scenario saves a screenshot to docs/screenshots/ for the docs.
+quota widget as a user sees them. Each scenario saves a screenshot: into a temporary folder, or, to refresh the docs'
+pictures, into docs/screenshots/ when asked (`MLOPS_NB_SCREENSHOTS=docs/screenshots pytest -m browser`): a test run
+never writes into the checkout.
 
 Needs Debian's `chromium` (/usr/bin/chromium) and the `playwright` package (in the dev extra); `.ci/run` installs
 Chromium when it can (root and apt-get). Select these tests with `-m browser`."""
@@ -12,7 +14,7 @@ from conftest import BIN, REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CHROMIUM = Path('/usr/bin/chromium')
-SHOTS = REPO/'docs'/'screenshots'
+SHOTS = Path(os.environ.get('MLOPS_NB_SCREENSHOTS') or __import__('tempfile').mkdtemp(prefix='mlops-nb-shots-'))
 
 
 def _nb(path, *cells):
@@ -175,6 +177,8 @@ def test_quota_widget_draws_budgets_with_their_labels(lab, browser):
     _wait_for(page, cell, '.js-plotly-plot .bars', 60_000)
     labels = cell.locator('.js-plotly-plot').first.locator('.ytick text').all_text_contents()
     assert set(labels) >= {'project cpu_hours', 'train runs'}, labels
-    assert cell.locator('text=/0\\.8(1|06) \\/ 1 CPU-hours/').count() >= 1            # 2,900 CPU-s of 3,600: amber, near the soft mark
+    # 2,900 CPU-s of 3,600 seeded, plus the few CPU-seconds of the magics scenario's run in the same project (its
+    # journal is in the store by the time anything reads it): amber, near the soft mark
+    _wait_for(page, cell, 'text=/0\\.8[0-4]\\d? \\/ 1 CPU-hours/')
     page.screenshot(path=str(SHOTS/'quota_widget.png'), full_page=True)
     page.close()
