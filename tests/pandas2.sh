@@ -9,7 +9,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${1:-$HERE/.venv-pd2}
 if [ ! -x "$VENV/bin/mlops-nb" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'pandas<3' numpy scipy datasketches pyarrow psutil pyyaml click pytest fastcore scikit-learn
+  "$VENV/bin/pip" install -q 'pandas<3' numpy scipy datasketches pyarrow psutil pyyaml click pytest fastcore scikit-learn plotly
   "$VENV/bin/pip" install -q --no-deps "$HERE"
 fi
 "$VENV/bin/python" -c "import pandas; assert pandas.__version__ < '3', pandas.__version__; print('pandas', pandas.__version__)"
