@@ -40,11 +40,6 @@ class Gate:
     value:float|None = None  # absolute threshold, or the margin added to the champion's value
     relative:bool = False  # compared with the version behind the target alias
 
-def _version_number(v):
-    "`3`, `'3'`, `'v3'` -> 3; `ConfigError` naming anything else."
-    try: return int(str(v).strip().lstrip('vV'))
-    except ValueError: raise ConfigError(f"{str(v)!r} is not a model version.", fix="Pass a version number such as 3 (or v3), or `none`.") from None
-
 def parse_gate(text:str):  # e.g. `auc>=champion+0.01`
     "A `Gate` from its text; `ConfigError` naming the text and the syntax otherwise."
     t = str(text).strip()
