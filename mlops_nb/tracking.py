@@ -15,7 +15,7 @@ from pathlib import Path
 from .config import Settings, resolve_settings, redact_uri
 from .errors import MlopsNbError, TrackingError
 from .redact import redact_text
-from .tracker import replay_journals, sync_report
+from .tracker import replay_journals, sync_report, SyncBusy
 from .recorder import Tracker
 from .session import notebook_path, CellHistory, SystemSampler
 
@@ -375,7 +375,7 @@ def sync(timeout:float=60):  # Seconds to wait for the store
         _State.replayed.extend(replay_journals(None, timeout=timeout)); return True
     ok = t.flush(timeout)  # everything this process logged so far, then the rest of the project's journals
     try: _State.replayed.extend(replay_journals(t.settings, timeout=timeout))
-    except TrackingError: return False
+    except SyncBusy: return False
     return ok
 
 def notice():
