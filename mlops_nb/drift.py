@@ -144,7 +144,14 @@ def _ks_test(r, c, cfg, raw_r=None, raw_c=None):
         w = float(np.mean(np.abs(r.quantiles(qs) - c.quantiles(qs))))
     p = float(kolmogorov(D*math.sqrt(ne))) if D > 0 else 1.0
     sd = r.moments.std if r.moments.std > 0 else 1.0
-    return TestResult('ks', D, p, w/sd, w/sd, cfg.wasserstein_floor, 0.2, note)
+    return TestResult('ks', D, p, w/sd, (w + _z(cfg.confidence)*_w1_se(r, c, raw_r is None))/sd, cfg.wasserstein_floor, 0.2, note)
+
+def _w1_se(r, c, sketch:bool):  # True when W1 was read off the KLL sketches
+    "Standard error of the Wasserstein-1 estimate: the mean difference's (exact where the CDFs do not cross), plus the sketches' rank error."
+    mr, mc = r.moments, c.moments
+    se2 = mr.var/mr.n + mc.var/mc.n
+    if sketch: se2 += mr.var*((r.rank_error/2.576)**2 + (c.rank_error/2.576)**2)  # a 99 % rank error, as an sd in the reference's units
+    return math.sqrt(se2)
 
 # %% ../nbs/18_drift.ipynb #3d2936b1
 def _proportions(name, kr, nr, kc, nc, floor, weight, cfg):
