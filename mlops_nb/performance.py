@@ -166,10 +166,11 @@ class PerformanceReport:
     def alerts(self): return [e.metric for e in self.estimates if e.alert]
 
     def metrics(self):
-        "`{'estimated/<metric>': value, '.../lower', '.../upper', 'realized/<metric>'}` for logging."
+        "`{'estimated/<metric>': value, '.../lower', '.../upper', 'reference/<metric>', '..._lower', '..._upper', 'realized/<metric>'}` for logging."
         out = {}
         for e in self.estimates:
-            out |= {f"estimated/{e.metric}": e.value, f"estimated/{e.metric}_lower": e.lower, f"estimated/{e.metric}_upper": e.upper}
+            out |= {f"estimated/{e.metric}": e.value, f"estimated/{e.metric}_lower": e.lower, f"estimated/{e.metric}_upper": e.upper,
+                    f"reference/{e.metric}": e.reference, f"reference/{e.metric}_lower": e.ref_lower, f"reference/{e.metric}_upper": e.ref_upper}
             if not math.isnan(e.realized): out[f"realized/{e.metric}"] = e.realized
         return {k: v for k, v in out.items() if not math.isnan(v)}
 
@@ -190,7 +191,7 @@ class PerformanceReport:
     def _repr_html_(self): return f"<p><b>{self.summary()}</b></p>" + self.to_frame().to_html(float_format=lambda x: f"{x:.4g}")
 
     def log(self, run=None):
-        "Log `estimated/<metric>` (with `_lower`/`_upper`) and `realized/<metric>` to `run` (default: the active run, if any)."
+        "Log `estimated/<metric>` (with `_lower`/`_upper`), the reference's band `reference/<metric>_lower`/`_upper` and `realized/<metric>` to `run` (default: the active run, if any)."
         from mlops_nb import tracking
         run = run or tracking.active_run()
         if run is None: return None

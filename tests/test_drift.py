@@ -132,7 +132,7 @@ def test_cli_drift_fails_ci_on_drift_and_writes_reports(project):
     r = mlops_nb_cli('drift', 'ref.parquet', 'cur.csv', '--html', 'drift.html', '--save-profile', 'cur.json', cwd=project)
     assert r.returncode == DRIFT_EXIT == 13, r.stderr
     assert r.stdout.splitlines()[-2].startswith('DRIFT: 1 of 6 columns drift (x)') and 'x        drift' in r.stdout
-    assert (project/'drift.html').read_text().count('plotly-graph-div') >= 2 and read_profile(project/'cur.json').rows == 20_000
+    assert (project/'drift.html').read_text().count("data-figure='chart") == 2 and read_profile(project/'cur.json').rows == 20_000  # overview, x
     r = mlops_nb_cli('drift', 'ref.parquet', 'same.csv', cwd=project)
     assert r.returncode == 0 and 'STABLE' in r.stdout.splitlines()[-1], r.stdout
     r = mlops_nb_cli('drift', 'ref.parquet', 'cur.csv', '--fail-on', 'never', '--json', cwd=project)
@@ -235,3 +235,32 @@ def test_object_strings_are_profiled_like_arrow_strings():
     assert a.categories() == b.categories() and a.null == b.null == int(obj.isna().sum())
     mixed = obj.copy(); mixed.iloc[:7] = 3                     # numbers among the text: counted as mismatches
     assert profile(mixed.to_frame(), like=profile(obj.to_frame()))['plan'].mismatch == 7
+
+
+def test_the_report_page_carries_plotly_once_and_draws_every_chart_offline_in_chromium(tmp_path):
+    "The page's charts render in a real browser with every network request refused; plotly.js is in it once, compressed."
+    chromium = Path('/usr/bin/chromium')
+    if not chromium.exists(): pytest.skip(f"no browser: {chromium} is missing (apt-get install chromium)")
+    sync_playwright = pytest.importorskip('playwright.sync_api', reason="pip install playwright (in the dev extra)").sync_playwright
+    ref, cur = frame(5000), frame(5000, seed=1, shift=0.3, missing=0.05, cats=('a', 'b', 'c', 'd', 'e'))
+    rep = drift(ref, cur, log=False)
+    moved = [c.column for c in rep.columns if c.status in ('drift', 'minor', 'retyped')]
+    assert moved[:1] == ['x'] and 'plan' in moved, moved
+    page = tmp_path/'drift.html'; rep.to_html(page)
+    text = page.read_text()
+    assert text.count("id='plotly-js-gzip'") == 1 and text.count('plotly.min.js') == 0 and 1.5e6 < page.stat().st_size < 2.1e6
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=['--no-sandbox'])
+        try:
+            ctx = browser.new_context(); requests = []
+            ctx.route('**/*', lambda route: (requests.append(route.request.url), route.continue_() if route.request.url.startswith('file:') else route.abort()))
+            tab = ctx.new_page(); errors = []
+            tab.on('pageerror', lambda e: errors.append(str(e)))
+            tab.goto(page.as_uri())
+            tab.wait_for_function(f"document.querySelectorAll('div[data-figure] .main-svg').length >= {2*(1 + len(moved))}", timeout=60_000)
+            titles = tab.eval_on_selector_all('.gtitle', 'els => els.map(e => e.textContent)')
+        finally: browser.close()
+    assert not errors and [u for u in requests if not u.startswith('file:')] == [], (errors, requests)
+    assert titles[0].startswith(f"DRIFT: {len(rep.drifted)} of 6 columns drift"), titles
+    assert any(t.startswith('x: drift') and 'missing values changed: missing 0% -> 5.0%' in t for t in titles), titles
+    assert any(t.startswith('plan: drift') and "new category 'e'" in t for t in titles), titles

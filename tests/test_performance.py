@@ -72,3 +72,30 @@ def test_bad_input_names_the_column_and_the_fix(tmp_path):
     with pytest.raises(PerformanceError, match="profile folder") as e:
         estimate_performance(ref, tmp_path/'serving', prediction='pred', proba='score', log=False)
     assert 'mn.drift' in str(e.value)
+
+
+def test_the_widget_reads_estimates_and_realized_values_of_monitored_runs_back_in_order(project):
+    "Three monitor runs in a real store: the history has one row per run, oldest first, with the estimate, its band, the reference's band and the realized value where labels came."
+    from mlops_nb.drift_widget import DriftWidget, performance_figure, performance_history
+    ref = classified(4000, 1.0, 3); reps = []
+    try:
+        for i, sd in enumerate([1.0, 0.7, 0.5]):
+            cur = classified(2000, sd, 10 + i)
+            with mn.track('monitor', name='monitor', system_metrics=None):
+                reps.append(mn.estimate_performance(ref, cur if i < 2 else cur.drop(columns='label'), prediction='pred', proba='score'))
+        with mn.track('monitor', name='train', system_metrics=None): mn.log_metric('accuracy', 0.9)  # no estimate: not in the history
+        assert mn.sync(60)
+    finally:
+        if tracking._State.tracker: tracking._State.tracker.close(); tracking._State.tracker = None
+    h = performance_history('monitor', settings=resolve_settings())
+    assert list(h['name']) == ['monitor']*3 and h['batch'].is_monotonic_increasing
+    assert list(h['estimated/accuracy']) == pytest.approx([r['accuracy'].value for r in reps])
+    assert list(h['reference/accuracy_lower']) == pytest.approx([r['accuracy'].ref_lower for r in reps])
+    assert list(h['realized/accuracy'][:2]) == pytest.approx([r['accuracy'].realized for r in reps[:2]]) and np.isnan(h['realized/accuracy'][2])
+    fig = performance_figure(h)
+    est = next(t for t in fig.data if t.name == 'estimated (no labels)')
+    assert list(est.y) == pytest.approx([r['accuracy'].value for r in reps])
+    assert [c == '#c0392b' for c in est.marker.color] == [r['accuracy'].alert for r in reps] == [False, True, True]  # sd 0.7 costs ~4 points: outside the band
+    assert len(performance_history('monitor', name='train', settings=resolve_settings())) == 0
+    w = DriftWidget(mn.drift(ref, classified(2000, 0.5, 12), log=False), performance=h)
+    assert w.metric.options == ('accuracy', 'roc_auc', 'f1') and w.performance.layout.title.text == "accuracy, estimated without labels: outside the reference's band in 2 of 3 runs"
