@@ -81,10 +81,11 @@ def ours(scenario, ref, cur):
 # NannyML's side: a warm process that reads one request a line (scenario, reference and current Parquet files) and
 # answers one JSON line, so its calls alternate with ours.
 NANNYML_CHILD = textwrap.dedent('''
-    import json, sys, time, warnings
+    import json, os, sys, time, warnings
     warnings.filterwarnings('ignore')
+    out_fd = os.dup(1); os.dup2(2, 1); answer = os.fdopen(out_fd, 'w')  # LightGBM (DLE) prints to fd 1: keep the answers apart
     import pandas as pd, nannyml as nml
-    print(json.dumps(dict(ready=nml.__version__)), flush=True)
+    print(json.dumps(dict(ready=nml.__version__)), file=answer, flush=True)
     for line in sys.stdin:
         scenario, ref_path, cur_path = line.split()
         ref, cur = pd.read_parquet(ref_path), pd.read_parquet(cur_path)
@@ -99,7 +100,7 @@ NANNYML_CHILD = textwrap.dedent('''
         out = {m: dict(value=float(df[(m, 'value')].iloc[0]), lower=float(df[(m, 'lower_confidence_boundary')].iloc[0]),
                        upper=float(df[(m, 'upper_confidence_boundary')].iloc[0]), alert=bool(df[(m, 'alert')].iloc[0]))
                for m in (['mae', 'rmse'] if scenario == 'regression' else ['accuracy', 'roc_auc', 'f1'])}
-        print(json.dumps(dict(result=out, seconds=s)), flush=True)
+        print(json.dumps(dict(result=out, seconds=s)), file=answer, flush=True)
 ''')
 
 

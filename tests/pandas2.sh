@@ -3,7 +3,7 @@
 #   sh tests/pandas2.sh [VENV]          # default VENV: .venv-pd2 (gitignored? add it, or pass a path outside the checkout)
 # Builds the venv once: pandas<3 and the drift engine's own dependencies only, and the package without its
 # dependencies (for the `mlops-nb` console script the CLI tests call); the code under test is the checkout's
-# (PYTHONPATH). Tests that need MLflow, IPython or whylogs are left out: they test tracking, not pandas.
+# (PYTHONPATH). Tests that need MLflow, IPython, whylogs or a browser are left out (or skip): they test tracking, not pandas.
 set -e
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${1:-$HERE/.venv-pd2}
@@ -15,4 +15,4 @@ fi
 "$VENV/bin/python" -c "import pandas; assert pandas.__version__ < '3', pandas.__version__; print('pandas', pandas.__version__)"
 cd "$HERE"
 PYTHONPATH="$HERE" PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_drift.py tests/test_performance.py \
-  -k "not track_data and not logged_to_the_active_run and not magic and not whylogs and not logged_as_metrics"
+  -k "not track_data and not logged_to_the_active_run and not magic and not whylogs and not logged_as_metrics and not monitored_runs"
