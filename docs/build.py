@@ -20,7 +20,13 @@ NBS = ROOT/'nbs'
 GUIDES = ROOT/'docs'/'guides'
 SCREENSHOTS = ROOT/'docs'/'screenshots'
 # The order of the guides in the navigation; a guide not listed here comes last.
-GUIDE_ORDER = ['getting_started', 'tracking', 'reproduce', 'pipelines', 'drift_and_quota', 'promotion']
+GUIDE_ORDER = ['getting_started', 'tracking', 'reproduce', 'pipelines', 'drift_and_quota', 'promotion', 'architecture']
+
+
+def notebooks() -> list:
+    "The notebooks of nbs/ and its layer folders, in reading order (folder, then number)."
+    return sorted((p for p in NBS.rglob('*.ipynb') if not p.name.startswith('_') and '.ipynb_checkpoints' not in p.parts),
+                  key=lambda p: p.relative_to(NBS).parts)
 
 
 def page_name(nb: Path) -> str:
@@ -169,7 +175,7 @@ def site_url(md: Path, url: str) -> str:
     path, frag = (url.split('#', 1) + [''])[:2]
     target = (md.parent/path).resolve()
     if target.suffix == '.md' and target.parent == GUIDES.resolve(): page = guide_page(target)
-    elif target.suffix == '.ipynb' and target.parent == NBS.resolve(): page = page_name(target)
+    elif target.suffix == '.ipynb' and NBS.resolve() in target.parents: page = page_name(target)
     elif target.parent == SCREENSHOTS.resolve(): page = f'screenshots/{target.name}'
     elif target == (ROOT/'README.md').resolve(): page = 'getting_started.html'
     else: return url
@@ -211,7 +217,7 @@ def build(out: Path, execute=True, timeout=600):
     from nbconvert import HTMLExporter
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    nbs = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_'))
+    nbs = notebooks()
     titles = {}
     for p in nbs:
         first = nbformat.read(p, as_version=4).cells[0].source.splitlines()[0]
@@ -259,7 +265,7 @@ def build(out: Path, execute=True, timeout=600):
         nb = nbformat.read(p, as_version=4)
         if execute:
             old = dict(os.environ); os.environ.update(env)
-            try: NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(NBS)}}).execute()
+            try: NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(p.parent)}}).execute()
             except CellExecutionError as e:
                 sys.exit(f"docs: {p.relative_to(ROOT)} failed while executing:\n{e}")
             finally: os.environ.clear(); os.environ.update(old)
