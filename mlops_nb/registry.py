@@ -6,8 +6,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/registry.html.md"""
 
 # %% auto #0
 __all__ = ['store_error', 'log_model', 'lineage_tags', 'check_model_name', 'register_candidate', 'model_version',
-           'champion_metrics', 'no_progress_bars', 'load_model', 'GateResult', 'check_gates', 'schema_of',
-           'validate_schema']
+           'champion_metrics', 'no_progress_bars', 'load_model', 'load_version', 'GateResult', 'check_gates',
+           'schema_of', 'validate_schema']
 
 # %% ../nbs/15_registry.ipynb #9b5ebcc3
 import atexit, importlib, json, math, os, re, shutil, tempfile
@@ -199,15 +199,26 @@ def load_model(model_name:str,  # Registered model name
         raise TrackingError(f"No version of model `{model_name}` has alias `{alias}` in the store {redact_uri(s.tracking_uri)}.",
                             fix="Register one (templates/train.ipynb, or `register_candidate`), or pass another alias or model name; "
                                 "`mlops-nb ui` lists the registered models.")
+    return load_version(model_name, mv['version'], s)
+
+def load_version(model_name:str,  # Registered model name
+                 version:int,  # Its version number
+                 settings:Settings|None=None):  # Which store; default: the active run's, else `resolve_settings()`
+    "Version `version` of `model_name`, downloaded from the store into a temporary folder and loaded as an `mlflow.pyfunc` model."
+    s = settings_for(settings=settings)
     import mlflow.artifacts, mlflow.pyfunc
     client = open_client(s)
     dst = tempfile.mkdtemp(prefix='mlops-nb-model-')
     atexit.register(shutil.rmtree, dst, True)
     try:
-        uri = client.get_model_version_download_uri(model_name, str(mv['version']))
+        uri = client.get_model_version_download_uri(model_name, str(version))
         with no_progress_bars(): local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst, tracking_uri=s.tracking_uri)
-    except Exception as e: raise store_error(f"Downloading `{model_name}` version {mv['version']}", e, s) from None
-    return mlflow.pyfunc.load_model(local)
+    except Exception as e: raise store_error(f"Downloading `{model_name}` version {version}", e, s) from None
+    try: return mlflow.pyfunc.load_model(local)
+    except Exception as e:
+        first = str(e).splitlines()[0][:300] if str(e) else ''
+        raise TrackingError(f"`{model_name}` version {version} cannot be loaded: {type(e).__name__}: {first}",
+                            fix="Install what the model needs (its requirements.txt), or use another version.") from None
 
 # %% ../nbs/15_registry.ipynb #c909385f
 def _num(v):

@@ -142,21 +142,11 @@ class InferenceLog:
 
 # %% ../nbs/26_serving.ipynb #8d472c08
 def load_version(model:str, version:int, settings:Settings):
-    "Version `version` of registered model `model` as an `mlflow.pyfunc` model."
-    from mlops_nb.registry import no_progress_bars, store_error
-    from mlops_nb.store import open_client
-    from mlops_nb.config import resolve_settings
-    import mlflow.artifacts, mlflow.pyfunc, tempfile, atexit, shutil
-    c = open_client(settings or resolve_settings())
-    dst = tempfile.mkdtemp(prefix='mlops-nb-serve-'); atexit.register(shutil.rmtree, dst, True)
-    try:
-        uri = c.get_model_version_download_uri(model, str(version))
-        with no_progress_bars(): local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst, tracking_uri=settings.tracking_uri)
-    except Exception as e: raise store_error(f"Downloading `{model}` version {version}", e, settings) from None
-    try: return mlflow.pyfunc.load_model(local)
-    except Exception as e:
-        raise ServingError(f"`{model}` version {version} cannot be loaded: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
-                           fix="Install what the model needs (its requirements.txt), or serve another version.") from None
+    "Version `version` of registered model `model` as an `mlflow.pyfunc` model (`registry.load_version`); a failure to load it is a `ServingError`."
+    from mlops_nb.registry import load_version as load
+    from mlops_nb.errors import TrackingError
+    try: return load(model, version, settings)
+    except TrackingError as e: raise ServingError(e.message, fix=e.fix) from None
 
 def predictor(pyfunc_model, columns:list|None):
     "The model's predict function for frames `validate_rows` made against `columns`."
