@@ -172,8 +172,8 @@ def test_docs_build_offline_from_the_notebooks(tmp_path):
     (('--workers 2', '--parallel 2'), 'docs/guides/pipelines.md:', '`mlops-nb sweep` has no option `--parallel`'),
     (('%mlops runs --last 5', '%mlops runs --limit 5'), 'docs/guides/tracking.md:', '`%mlops runs` has no option `--limit`'),
     (('mn.register_candidate("churn")', 'mn.register("churn")'), 'docs/guides/promotion.md:', '`mn.register` does not exist'),
-    (('(guide_reproduce.html)', '(guide_reproducing.html)'), 'docs/guides/', 'a link to `guide_reproducing.html` leads nowhere (did you mean `guide_reproduce.html`'),
-    (('(screenshots/quota_widget.png)', '(screenshots/quota.png)'), 'docs/guides/drift_and_quota.md', 'a link to `screenshots/quota.png` leads nowhere'),
+    (('(reproduce.md)', '(reproducing.md)'), 'docs/guides/', 'the link `reproducing.md` leads nowhere in the repository'),
+    (('(../screenshots/quota_widget.png)', '(../screenshots/quota.png)'), 'docs/guides/drift_and_quota.md', 'the link `../screenshots/quota.png` leads nowhere in the repository'),
 ])
 def test_docs_build_refuses_guides_that_no_longer_match_the_code(repo, edit, where, why):
     "A renamed command, option, verb or function, or a moved page, fails the build where the guide shows it."
