@@ -15,10 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Settings, resolve_settings, redact_uri
+from .config import ConfigError, Settings, resolve_settings, redact_uri
 from .errors import MlopsNbError, TrackingError, missing_dependency, GateError, SchemaError
 from .store import open_client
 from .tracking import settings_for
+from .gates import OPS, parse_gate, thresholds_to_gates
 
 # %% ../nbs/15_registry.ipynb #cccc1760
 def store_error(what, e, settings):
@@ -250,30 +251,32 @@ class GateResult:
     __repr__ = __str__
 
 def check_gates(metrics:dict,  # The candidate's metrics
-                thresholds:dict,  # Metric -> minimum (or maximum, when lower is better); `None`: champion only
+                thresholds:dict|None=None,  # Metric -> minimum (or maximum, when lower is better); `None`: champion only
                 champion:dict|None=None,  # The champion's metrics (`champion_metrics`); `None`: no champion yet
-                higher_is_better:bool|dict=True,  # For all metrics, or per metric
-                min_improvement:float=0.0):  # How much better than the champion the candidate must be
-    "Check `metrics` against `thresholds` and the `champion`; a `GateResult` whose `passed` says if every check holds."
-    up = lambda k: bool(higher_is_better.get(k, True) if isinstance(higher_is_better, dict) else higher_is_better)
+                higher_is_better:bool|dict=True,  # For all metrics, or per metric (`thresholds` only)
+                min_improvement:float=0.0,  # How much better than the champion the candidate must be (`thresholds` only)
+                gates:list|tuple=()):  # Gate texts, as `promote --gate` takes them: `auc>=0.9`, `auc>=champion+0.01`
+    "Check `metrics` against the gates (`thresholds` written as gates, then `gates`); a `GateResult` whose `passed` says if every check holds."
     rows = []
-    for k, limit in thresholds.items():
-        if limit is None: continue
-        v, op = _num(metrics.get(k)), '>=' if up(k) else '<='
-        if v is None: rows.append((k, None, f"{op} {limit:g}", False, "not measured")); continue
-        ok = v >= limit if up(k) else v <= limit
-        rows.append((k, v, f"{op} {limit:g}", ok, "meets the threshold" if ok else
-                     f"{'below the minimum' if up(k) else 'above the maximum'} {limit:g}"))
-    if champion is not None:
-        for k in thresholds:
-            v, c = _num(metrics.get(k)), _num(champion.get(k))
-            if c is None: rows.append((k, v, "champion -", True, "the champion has no such metric")); continue
-            need = c + min_improvement if up(k) else c - min_improvement
-            against = f"champion {c:.4g}" + (f" {'+' if up(k) else '-'} {min_improvement:g}" if min_improvement else "")
-            if v is None: rows.append((k, None, against, False, "not measured")); continue
-            ok = v >= need if up(k) else v <= need
-            rows.append((k, v, against, ok, ("as good as the champion" if v == c else "better than the champion") if ok
-                         else "worse than the champion" if (v < c if up(k) else v > c) else "not enough better than the champion"))
+    for g in thresholds_to_gates(thresholds or {}, higher_is_better, min_improvement) + [parse_gate(t) for t in gates]:
+        if g.kind != 'metric':
+            raise ConfigError(f"The gate {g.text!r} is judged at promotion, against the store.",
+                              fix=f"Give it to `mlops-nb promote --gate {g.text}` (or the alias's gates in pyproject.toml); here use metric gates.")
+        k, v, up = g.metric, _num(metrics.get(g.metric)), '>' in g.op
+        if not g.relative:
+            if v is None: rows.append((k, None, f"{g.op} {g.value:g}", False, "not measured")); continue
+            ok = OPS[g.op](v, g.value)
+            rows.append((k, v, f"{g.op} {g.value:g}", ok, "meets the threshold" if ok else
+                         f"{'below the minimum' if up else 'above the maximum' if '<' in g.op else 'not ' + g.op} {g.value:g}"))
+            continue
+        if champion is None: continue  # no champion yet: thresholds only
+        c = _num(champion.get(k))
+        if c is None: rows.append((k, v, "champion -", True, "the champion has no such metric")); continue
+        against = f"champion {c:.4g}" + (f" {'+' if g.value > 0 else '-'} {abs(g.value):g}" if g.value else "")
+        if v is None: rows.append((k, None, against, False, "not measured")); continue
+        ok = OPS[g.op](v, c + g.value)
+        rows.append((k, v, against, ok, ("as good as the champion" if v == c else "better than the champion") if ok
+                     else "worse than the champion" if (v < c if up else v > c) else "not enough better than the champion"))
     return GateResult(all(r[3] for r in rows), rows, champion is not None)
 
 # %% ../nbs/15_registry.ipynb #24f8f770

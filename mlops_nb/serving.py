@@ -359,7 +359,8 @@ class ScoringService:
 
     def _canary_event(self, event, detail):
         "Record a canary's step, rollback or completion (audit log, metrics), and promote on success if asked."
-        from mlops_nb.promotion import AuditRecord, identity, write_audit, promote
+        from mlops_nb.audit import AuditRecord, identity, write_audit
+        from mlops_nb.promotion import promote
         ch = self.challenger
         self.events.append(dict(time=time.time(), event=f"canary-{event}", detail=detail))
         print(f"canary v{ch.version}: {event.replace('_', ' ')}: {detail}", flush=True)
@@ -377,7 +378,8 @@ class ScoringService:
         """Blue/green: move the alias to the standby version through the promotion path, then serve it, at once; return the new state.
         `who` is a display name only: the audit's identity is the service's (`verified_identity`), never the request's."""
         if self.standby is None: raise RequestError(409, "This service has no standby version to switch to.", "Start it with `--standby ALIAS`.")
-        from mlops_nb.promotion import PromotionError, bounded_text, switch_alias, MAX_REASON
+        from mlops_nb.audit import bounded_text, MAX_REASON
+        from mlops_nb.promotion import PromotionError, switch_alias
         try: who, reason = bounded_text(who, '`as`') or None, bounded_text(reason, '`reason`', MAX_REASON)
         except PromotionError as e: raise RequestError(422, e.message, e.fix or '', field='as' if '`as`' in e.message else 'reason') from None
         with self.switch_lock:
