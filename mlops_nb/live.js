@@ -10,11 +10,11 @@ function h(tag, attrs = {}, ...kids) {
   return e;
 }
 
-export function fmt(v) {
+export function fmt(v, digits = 5) {
   if (v === null || v === undefined) return "–";
   const a = Math.abs(v);
-  if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(3);
-  return String(+v.toPrecision(5));
+  if (a !== 0 && (a >= 10 ** (digits + 1) || a < 1e-3)) return v.toExponential(digits - 2);
+  return String(+v.toPrecision(digits));
 }
 
 function dur(s) {
@@ -50,7 +50,7 @@ function chart(key, pts, meta, smoothing, logY) {
   if (y1 === y0) { y0 -= Math.abs(y0) * 0.05 || 0.5; y1 += Math.abs(y1) * 0.05 || 0.5; }
   const X = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R), Y = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
   const line = (vs) => xs.map((x, i) => `${X(x).toFixed(1)},${Y(vs[i]).toFixed(1)}`).join(" ");
-  const lab = (v) => fmt(logY ? Math.pow(10, v) : v);
+  const lab = (v) => fmt(logY ? Math.pow(10, v) : v, 3);
   svg.append(
     h("svg:rect", { x: L, y: T, width: W - L - R, height: H - T - B, class: "ml-plot" }),
     h("svg:text", { x: L - 4, y: T + 9, "text-anchor": "end", class: "ml-axis" }, lab(y1)),
@@ -94,7 +94,7 @@ function render({ model, el }) {
   const log = h("input", { type: "checkbox", class: "ml-log" });
   log.addEventListener("change", () => { model.set("log_y", log.checked); model.save_changes(); });
   root.append(head, fateBox, h("div", { class: "ml-controls" }, pick, h("label", {}, "smoothing ", slider, " ", smoothLabel), h("label", {}, log, " log scale")), grid, foot);
-  let pickKey = null;
+  let pickKey = null, resOpen = false;  // the resources' checkboxes are folded until opened
 
   function paint() {
     const run = model.get("run") || {}, metrics = model.get("metrics") || {}, series = model.get("series") || {};
@@ -117,6 +117,9 @@ function render({ model, el }) {
     const key = JSON.stringify([keys, selected]);
     if (key !== pickKey) {
       pickKey = key;
+      const res = h("details", { class: "ml-res-group" }, h("summary", {}, `resources (${keys.filter((k) => metrics[k].resource).length})`));
+      res.open = resOpen;
+      res.addEventListener("toggle", () => { resOpen = res.open; });
       pick.replaceChildren(h("span", { class: "ml-muted" }, "metrics "));
       for (const k of keys) {
         const box = h("input", { type: "checkbox", "data-metric": k });
@@ -128,8 +131,9 @@ function render({ model, el }) {
           model.set("picked", true);
           model.save_changes();
         });
-        pick.append(h("label", { class: metrics[k].resource ? "ml-res-pick" : "" }, box, " " + k));
+        (metrics[k].resource ? res : pick).append(h("label", { class: metrics[k].resource ? "ml-res-pick" : "" }, box, " " + k));
       }
+      if (res.children.length > 1) pick.append(res);
     }
     grid.replaceChildren();
     for (const k of selected) {
@@ -142,7 +146,7 @@ function render({ model, el }) {
     }
     if (!selected.length) grid.append(h("div", { class: "ml-muted" }, keys.length ? "pick a metric to draw it" : "no metrics logged yet: mn.log_metric(...) in a later cell draws here"));
     // resources, store, quota
-    const res = (model.get("resources") || []).map(([label, v, unit]) => `${label} ${fmt(v)} ${unit}`).join(" · ");
+    const res = (model.get("resources") || []).map(([label, v, unit]) => `${label} ${fmt(v, 3)} ${unit}`).join(" · ");
     const store = health.store_ok === true ? "store ok" : health.store_ok === false ? "store unreachable" : "store not reached yet";
     const parts = [h("span", { class: "ml-res" }, res || "resources: none logged yet"),
       h("span", { class: `ml-health ${health.store_ok === false || health.error ? "ml-warn" : ""}`, "data-field": "health" },

@@ -7,7 +7,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/live.html.md"""
 # %% auto #0
 __all__ = ['Series', 'downsample', 'resource_name', 'RunFeed', 'run_link', 'LiveView', 'live']
 
-# %% ../nbs/08a_live.ipynb #3b408e1c
+# %% ../nbs/08a_live.ipynb #b8a5a86a
 import math, os, threading, time
 from operator import itemgetter
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import MlopsNbError, TrackingError, missing_dependency
 from .journal import read_journal
 
-# %% ../nbs/08a_live.ipynb #340de4e7
+# %% ../nbs/08a_live.ipynb #fcfd0d03
 _V = itemgetter(2)
 
 class Series:
@@ -59,7 +59,7 @@ def downsample(values,  # The values of a curve, in order
     for v in values: s.add(v)
     return [(n, v) for n, _, v in s.points()]
 
-# %% ../nbs/08a_live.ipynb #9ee4e7c8
+# %% ../nbs/08a_live.ipynb #bf1dee91
 _RESOURCE_PREFIXES = ('system/', 'usage/')  # resource metrics: MLflow's System metrics tab names them `system/`; quota usage was `usage/`
 
 def resource_name(key:str):
@@ -111,7 +111,7 @@ class RunFeed:
         try: return max(0, os.path.getsize(self.path) - self.offset)
         except OSError: return 0
 
-# %% ../nbs/08a_live.ipynb #9bb25df2
+# %% ../nbs/08a_live.ipynb #715d3297
 def run_link(settings,  # The run's `Settings`
              run_id:str,  # MLflow run id
              experiment_id:str|None=None):
@@ -149,18 +149,19 @@ def _widget_class():
     return _Widget
 _Widget = None
 
-# %% ../nbs/08a_live.ipynb #8609a533
+# %% ../nbs/08a_live.ipynb #6bdf5ef0
 class LiveView:
     "The live view of `run`: `widget` (fed by a background thread) or `summary()` (text); shown under `%mlops track`."
     def __init__(self, run=None,  # An `ActiveRun`; default: the active run, else the last one
                  max_points:int=500,  # Points per curve sent to the browser
                  rate:float=4.0,  # Updates per second at most
                  duty:float=0.03,  # Share of the time the reader may take while a cell runs
-                 shown:int=6):  # Curves shown until the user picks
+                 shown:int=6,  # Curves shown until the user picks
+                 settle:float=600):  # Seconds to go on showing the store catch up after the run ended
         from mlops_nb import tracking
         run = _top(run or tracking.active_run()) or _Last.run
         if run is None: raise TrackingError("No run to show live.", fix="Start one with `%mlops track` or `mn.track()`.")
-        self.run, self.rate, self.duty, self.shown = run, rate, duty, shown
+        self.run, self.rate, self.duty, self.shown, self.settle = run, rate, duty, shown, settle
         self.feed = RunFeed(run.tracker.journal.path, run.rid, getattr(run, 'journal_start', 0), max_points)
         self.updates = self.points_sent = self.max_points_sent = 0  # what reached the widget: updates, curve points in all, in one
         self._widget, self._thread, self._stop, self._wake = None, None, threading.Event(), threading.Event()
@@ -189,7 +190,10 @@ class LiveView:
     def _quota(self):
         meter, guard = getattr(self.run, 'meter', None), getattr(self.run, 'quota_guard', None)
         if meter is None or guard is None or not guard.checks: return {}
+        end = self.feed.end
+        if end is not None and self._status.get('quota_final'): return self._status['quota']  # the share when the run ended
         u = meter.usage()
+        if end is not None: u['wall_s'] = min(u['wall_s'], (end['t'] or time.time()) - meter.t0); self._status['quota_final'] = True
         share, key, label, v, limit, unit, scale = max(((used + u.get(uk, 0.0))/lim, key, label, used + u.get(uk, 0.0), lim, unit, scale)
                                                        for key, label, lim, uk, unit, used, scale in guard.checks)
         return dict(share=share, budget=key.split('.')[-1], scope=label, used=v/scale, limit=limit/scale, unit=unit)
@@ -276,7 +280,12 @@ class LiveView:
                 self._push()
                 if (self.feed.end is not None or self.feed.gone) and not self.feed.behind(): break  # the run ended and all is read
                 self._wake.wait(max(0.0, tick - (time.perf_counter() - t0))); self._wake.clear()  # a rate limit, not a synchronisation
-            self._check(); self._push(force=True)  # the final state: fate, store id and link as they are now
+            deadline = time.monotonic() + self.settle  # then the store catching up, until it has everything (its id, the link)
+            while not self._stop.is_set():
+                self._check(); self._push(force=True)
+                st = self._status
+                if (st.get('backlog') == 0 and st.get('store_ok') is not None and st.get('run_id')) or time.monotonic() > deadline: break
+                self._stop.wait(2)
         except Exception as e:  # a view must never disturb the kernel: say why it stopped, once
             try: self._widget.health = dict(self._widget.health, error=f"the live view stopped: {type(e).__name__}: {e}")
             except Exception: pass

@@ -125,8 +125,8 @@ def test_live_view_updates_under_track_while_a_later_cell_logs_and_matches_the_s
     assert view.locator('.ml-chart').count() == 2                                   # loss and acc; system/* are pickable, not drawn
     polyline = view.locator('.ml-chart[data-metric="loss"] polyline').first.get_attribute('points')
     assert 2 <= len(polyline.split()) <= 500, len(polyline.split())                 # downsampled, whatever was logged
-    assert 'store ok' in view.locator('[data-field=health]').inner_text()
-    _wait_js(page, f"{_view(1)}.dataset.runId !== ''", what="the run's store id")
+    _wait_js(page, f"{_view(1)}.dataset.runId !== '' && {_view(1)}.querySelector('[data-field=health]').innerText.startsWith('store ok · backlog 0 B')",
+             what="the store caught up: the run's id, store ok, no backlog")
     run_id = view.get_attribute('data-run-id')
     href = view.locator('a.ml-link').get_attribute('href')
     page.screenshot(path=str(SHOTS/'live_view_finished.png'), full_page=True)
@@ -161,6 +161,7 @@ def test_live_view_shows_the_quota_share_and_the_quota_stop(lab, browser):
     assert fate.startswith('Stopped by quota: ') and 'reached the limit' in fate and 'run_minutes' in fate, fate
     assert view.locator('[data-field=state]').inner_text() == 'STOPPED BY QUOTA'
     assert float(view.locator('[data-field=quota]').get_attribute('data-share')) >= 1.0
-    assert 'KeyboardInterrupt' in _outputs(page, 2)                                    # the running cell was interrupted
+    _wait_js(page, "document.querySelectorAll('.jp-Notebook .jp-CodeCell')[2].querySelector('.jp-OutputArea').innerText.includes('KeyboardInterrupt')",
+             what="the running cell interrupted")
     page.screenshot(path=str(SHOTS/'live_view_quota_stop.png'), full_page=True)
     page.close()
