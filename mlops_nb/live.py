@@ -7,7 +7,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/live.html.md"""
 # %% auto #0
 __all__ = ['Series', 'downsample', 'resource_name', 'RunFeed', 'run_link', 'LiveView', 'live']
 
-# %% ../nbs/08a_live.ipynb #b8a5a86a
+# %% ../nbs/08a_live.ipynb #c02e769b
 import math, os, threading, time
 from operator import itemgetter
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import MlopsNbError, TrackingError, missing_dependency
 from .journal import read_journal
 
-# %% ../nbs/08a_live.ipynb #fcfd0d03
+# %% ../nbs/08a_live.ipynb #f7f5f5a5
 _V = itemgetter(2)
 
 class Series:
@@ -59,7 +59,7 @@ def downsample(values,  # The values of a curve, in order
     for v in values: s.add(v)
     return [(n, v) for n, _, v in s.points()]
 
-# %% ../nbs/08a_live.ipynb #bf1dee91
+# %% ../nbs/08a_live.ipynb #b8ff57eb
 _RESOURCE_PREFIXES = ('system/', 'usage/')  # resource metrics: MLflow's System metrics tab names them `system/`; quota usage was `usage/`
 
 def resource_name(key:str):
@@ -111,7 +111,7 @@ class RunFeed:
         try: return max(0, os.path.getsize(self.path) - self.offset)
         except OSError: return 0
 
-# %% ../nbs/08a_live.ipynb #715d3297
+# %% ../nbs/08a_live.ipynb #281eb080
 def run_link(settings,  # The run's `Settings`
              run_id:str,  # MLflow run id
              experiment_id:str|None=None):
@@ -149,7 +149,7 @@ def _widget_class():
     return _Widget
 _Widget = None
 
-# %% ../nbs/08a_live.ipynb #6bdf5ef0
+# %% ../nbs/08a_live.ipynb #70c62d86
 class LiveView:
     "The live view of `run`: `widget` (fed by a background thread) or `summary()` (text); shown under `%mlops track`."
     def __init__(self, run=None,  # An `ActiveRun`; default: the active run, else the last one
@@ -331,3 +331,7 @@ def live(run=None,  # An `ActiveRun`; default: the active run, else the last one
          **kwargs):  # `LiveView`'s options
     "The live view of the run: a widget in a notebook, a text summary in a terminal."
     return LiveView(run, **kwargs)
+
+# %% ../nbs/08a_live.ipynb #fee3f231
+from . import _callable_module
+_callable_module(__name__)  # `mn.live()` calls `live` once this module is imported

@@ -113,7 +113,7 @@ def test_live_view_updates_under_track_while_a_later_cell_logs_and_matches_the_s
     seen = page.evaluate(f"() => {_count_js(1, 'loss')}")
     _wait_js(page, f"{_count_js(1, 'loss')} >= {seen + 200} && {_running_js(2)}", what=f"more than {seen + 200} points while the loop runs")
     assert page.evaluate(f"() => {_view(1)}.dataset.status") == 'RUNNING'
-    page.screenshot(path=str(SHOTS/'live_view_running.png'), full_page=True)
+    page.locator('.jp-Notebook .jp-CodeCell').nth(1).locator('.mlops-live').screenshot(path=str(SHOTS/'live_view.png'))
     (root/'stop-logging').touch()
     _wait_js(page, f"{_view(1)}.dataset.status === 'FINISHED' && {_view(1)}.querySelector('[data-field=fate]') !== null",
              what="the run's end in the view")
@@ -129,7 +129,6 @@ def test_live_view_updates_under_track_while_a_later_cell_logs_and_matches_the_s
              what="the store caught up: the run's id, store ok, no backlog")
     run_id = view.get_attribute('data-run-id')
     href = view.locator('a.ml-link').get_attribute('href')
-    page.screenshot(path=str(SHOTS/'live_view_finished.png'), full_page=True)
     page.close()
     import mlops_nb as mn
     from mlops_nb.tracker import replay_journals
@@ -163,5 +162,5 @@ def test_live_view_shows_the_quota_share_and_the_quota_stop(lab, browser):
     assert float(view.locator('[data-field=quota]').get_attribute('data-share')) >= 1.0
     _wait_js(page, "document.querySelectorAll('.jp-Notebook .jp-CodeCell')[2].querySelector('.jp-OutputArea').innerText.includes('KeyboardInterrupt')",
              what="the running cell interrupted")
-    page.screenshot(path=str(SHOTS/'live_view_quota_stop.png'), full_page=True)
+    view.screenshot(path=str(SHOTS/'live_view_quota_stop.png'))
     page.close()
