@@ -7,7 +7,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/live.html.md"""
 # %% auto #0
 __all__ = ['Series', 'downsample', 'resource_name', 'RunFeed', 'run_link', 'LiveView', 'live']
 
-# %% ../nbs/08a_live.ipynb #c02e769b
+# %% ../nbs/08a_live.ipynb #fad4aad5
 import math, os, threading, time
 from operator import itemgetter
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import MlopsNbError, TrackingError, missing_dependency
 from .journal import read_journal
 
-# %% ../nbs/08a_live.ipynb #f7f5f5a5
+# %% ../nbs/08a_live.ipynb #cbf177e6
 _V = itemgetter(2)
 
 class Series:
@@ -59,7 +59,7 @@ def downsample(values,  # The values of a curve, in order
     for v in values: s.add(v)
     return [(n, v) for n, _, v in s.points()]
 
-# %% ../nbs/08a_live.ipynb #b8ff57eb
+# %% ../nbs/08a_live.ipynb #78dd964f
 _RESOURCE_PREFIXES = ('system/', 'usage/')  # resource metrics: MLflow's System metrics tab names them `system/`; quota usage was `usage/`
 
 def resource_name(key:str):
@@ -111,7 +111,7 @@ class RunFeed:
         try: return max(0, os.path.getsize(self.path) - self.offset)
         except OSError: return 0
 
-# %% ../nbs/08a_live.ipynb #281eb080
+# %% ../nbs/08a_live.ipynb #1f1f44b2
 def run_link(settings,  # The run's `Settings`
              run_id:str,  # MLflow run id
              experiment_id:str|None=None):
@@ -149,7 +149,7 @@ def _widget_class():
     return _Widget
 _Widget = None
 
-# %% ../nbs/08a_live.ipynb #70c62d86
+# %% ../nbs/08a_live.ipynb #026ea9ff
 class LiveView:
     "The live view of `run`: `widget` (fed by a background thread) or `summary()` (text); shown under `%mlops track`."
     def __init__(self, run=None,  # An `ActiveRun`; default: the active run, else the last one
@@ -249,10 +249,15 @@ class LiveView:
         "The widget (created, and its thread started, on first use)."
         if self._widget is None:
             w = self._widget = _widget_class()()
-            w.observe(lambda _: self._wake.set(), names=['selected'])
+            w.observe(self._picked, names=['selected'])
             self._push(); self._hook_cells()
             self._thread = threading.Thread(target=self._loop, name='mlops-nb-live', daemon=True); self._thread.start()
         return self._widget
+
+    def _picked(self, _):
+        "The user picked other curves: the thread sends them at once, or (it is done: the run ended) this call does."
+        if self._thread is not None and self._thread.is_alive(): self._wake.set()
+        else: self._push()
 
     def _push(self, force:bool=False):
         "Send what changed to the widget (traits equal to what it has are not sent); nothing new, nothing sent."
@@ -285,7 +290,7 @@ class LiveView:
                 self._check(); self._push(force=True)
                 st = self._status
                 if (st.get('backlog') == 0 and st.get('store_ok') is not None and st.get('run_id')) or time.monotonic() > deadline: break
-                self._stop.wait(2)
+                self._wake.wait(2); self._wake.clear()  # every 2 s, or at once for curves picked meanwhile
         except Exception as e:  # a view must never disturb the kernel: say why it stopped, once
             try: self._widget.health = dict(self._widget.health, error=f"the live view stopped: {type(e).__name__}: {e}")
             except Exception: pass
@@ -332,6 +337,6 @@ def live(run=None,  # An `ActiveRun`; default: the active run, else the last one
     "The live view of the run: a widget in a notebook, a text summary in a terminal."
     return LiveView(run, **kwargs)
 
-# %% ../nbs/08a_live.ipynb #fee3f231
+# %% ../nbs/08a_live.ipynb #4762881f
 from . import _callable_module
 _callable_module(__name__)  # `mn.live()` calls `live` once this module is imported
