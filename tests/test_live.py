@@ -41,6 +41,27 @@ ip.run_line_magic('mlops', 'live')
     assert "metric    loss = 0.00333333  (step 299, 300 points)" in second, second
 
 
+def test_live_view_needs_no_store(project):
+    "With no sync process and a store nobody can reach, the view still shows the run from the journal alone (widget model and text)."
+    (project/'pyproject.toml').write_text('[project]\nname = "offline"\n[tool.mlops_nb]\ntracking_uri = "http://127.0.0.1:9"\n')
+    code = """
+import mlops_nb as mn
+run = mn.track(name='offline', system_metrics=None)
+for i in range(5000): mn.log_metric('loss', 1/(i + 1), step=i)
+v = mn.live(run, max_points=100, settle=0)  # no store will catch up: do not wait for it
+w = v.widget
+mn.stop(); v._post(); v._thread.join(60)
+print('@@', w.run['status'], w.metrics['loss']['n'], w.metrics['loss']['last'], len(w.series['loss']), w.run['run_id'], w.health['store_ok'])
+print(v.summary())
+"""
+    r = subprocess.run([sys.executable, '-c', code], cwd=project, capture_output=True, text=True, timeout=120,
+                       env=os.environ | dict(PYTHONPATH=str(REPO), MLOPS_NB_SYNC_DELAY='1'))  # as under `mlops-nb run`: no sync process
+    assert r.returncode == 0, r.stderr[-3000:]
+    status, n, last, points, run_id, store_ok = r.stdout.split('@@ ')[1].splitlines()[0].split()
+    assert (status, n, last, run_id, store_ok) == ('FINISHED', '5000', '0.0002', 'None', 'None') and int(points) <= 100, r.stdout
+    assert "metric    loss = 0.0002  (step 4999, 5000 points)" in r.stdout and "id - (not in the store yet)" in r.stdout, r.stdout
+
+
 def test_live_without_a_run_says_how_to_start_one(project):
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.core.error import UsageError
