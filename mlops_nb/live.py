@@ -7,7 +7,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/live.html.md"""
 # %% auto #0
 __all__ = ['Series', 'downsample', 'resource_name', 'RunFeed', 'run_link', 'LiveView', 'live']
 
-# %% ../nbs/08a_live.ipynb #fad4aad5
+# %% ../nbs/08a_live.ipynb #d8bfd6a8
 import math, os, threading, time
 from operator import itemgetter
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import MlopsNbError, TrackingError, missing_dependency
 from .journal import read_journal
 
-# %% ../nbs/08a_live.ipynb #cbf177e6
+# %% ../nbs/08a_live.ipynb #a6419836
 _V = itemgetter(2)
 
 class Series:
@@ -59,7 +59,7 @@ def downsample(values,  # The values of a curve, in order
     for v in values: s.add(v)
     return [(n, v) for n, _, v in s.points()]
 
-# %% ../nbs/08a_live.ipynb #78dd964f
+# %% ../nbs/08a_live.ipynb #747c17ea
 _RESOURCE_PREFIXES = ('system/', 'usage/')  # resource metrics: MLflow's System metrics tab names them `system/`; quota usage was `usage/`
 
 def resource_name(key:str):
@@ -111,7 +111,7 @@ class RunFeed:
         try: return max(0, os.path.getsize(self.path) - self.offset)
         except OSError: return 0
 
-# %% ../nbs/08a_live.ipynb #1f1f44b2
+# %% ../nbs/08a_live.ipynb #5c883e6c
 def run_link(settings,  # The run's `Settings`
              run_id:str,  # MLflow run id
              experiment_id:str|None=None):
@@ -149,7 +149,7 @@ def _widget_class():
     return _Widget
 _Widget = None
 
-# %% ../nbs/08a_live.ipynb #026ea9ff
+# %% ../nbs/08a_live.ipynb #e14dbc57
 class LiveView:
     "The live view of `run`: `widget` (fed by a background thread) or `summary()` (text); shown under `%mlops track`."
     def __init__(self, run=None,  # An `ActiveRun`; default: the active run, else the last one
@@ -201,11 +201,8 @@ class LiveView:
     def _fate(self):
         end = self.feed.end
         if end is None: return {}
-        from mlops_nb import tracking
-        why = self.feed.tags.get('mlops_nb.quota.stopped')
-        f = tracking._State.fate
-        if why is None and f and f['run'] is self.run: why = f['reason']
-        kind = 'quota' if 'mlops_nb.quota.stopped' in self.feed.tags or (why or '').startswith('quota') else (end['status'] or 'FINISHED').lower()
+        why = self.feed.tags.get('mlops_nb.quota.stopped')  # journaled by the quota guard before it ends the run
+        kind = 'quota' if why is not None else (end['status'] or 'FINISHED').lower()
         while kind == 'quota' and why and why.startswith('quota: '): why = why[len('quota: '):]  # the banner says it
         return dict(status=end['status'], kind=kind, reason=why, t=end['t'])
 
@@ -337,6 +334,6 @@ def live(run=None,  # An `ActiveRun`; default: the active run, else the last one
     "The live view of the run: a widget in a notebook, a text summary in a terminal."
     return LiveView(run, **kwargs)
 
-# %% ../nbs/08a_live.ipynb #4762881f
+# %% ../nbs/08a_live.ipynb #c7f0722a
 from . import _callable_module
 _callable_module(__name__)  # `mn.live()` calls `live` once this module is imported
