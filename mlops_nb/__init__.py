@@ -8,7 +8,7 @@ from .tracking import (track, stop, active_run, log_metric, log_metrics, log_par
 __all__ = ['track', 'stop', 'active_run', 'log_metric', 'log_metrics', 'log_param', 'log_params', 'set_tag',
            'log_artifact', 'log_dataset', 'status', 'sync', 'seed', 'track_data', 'fingerprint', 'diff_runs', 'reproduce',
            'run_notebook', 'load_run', 'log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
-           'validate_schema', 'profile', 'merge_profiles', 'load_profile', 'drift', 'estimate_performance', 'DriftWidget', 'QuotaWidget', 'promote', 'approve', 'rollback', 'MlopsNbError',
+           'validate_schema', 'profile', 'merge_profiles', 'load_profile', 'drift', 'estimate_performance', 'DriftWidget', 'QuotaWidget', 'live', 'promote', 'approve', 'rollback', 'MlopsNbError',
            'load_ipython_extension']
 
 _LAZY = {'seed': 'capture', 'track_data': 'capture', 'fingerprint': 'capture',
@@ -18,6 +18,7 @@ _LAZY = {'seed': 'capture', 'track_data': 'capture', 'fingerprint': 'capture',
          'profile': 'profiles', 'merge_profiles': 'profiles', 'load_profile': 'profiles', 'drift': 'drift',
          'estimate_performance': 'performance',
          'DriftWidget': 'drift_widget', 'QuotaWidget': 'quota_widget',
+         'live': 'live',
          'promote': 'promotion', 'approve': 'promotion', 'rollback': 'promotion'}
 
 

@@ -64,6 +64,7 @@ def _parsers():
     p = sub.add_parser('runs', help="a table of recent runs with their key metrics")
     p.add_argument('--last', type=int, default=10); p.add_argument('--experiment', '-e')
     sub.add_parser('open', help="a link to the run in the MLflow UI")
+    sub.add_parser('live', help="the live view of the run (shown under `track` too): a widget in a notebook, a text summary in a terminal")
     p = sub.add_parser('autolog', help="scikit-learn and LightGBM autologging into the active run")
     p.add_argument('switch', choices=['on', 'off'])
     p = sub.add_parser('diff', help="what differs between two runs (params, metrics, code, data, packages, environment)")
@@ -94,12 +95,9 @@ def _number(v):
     except ValueError: return None
 
 def _link(settings, run_id, experiment_id=None):
-    "The run's page in the MLflow UI that really runs (a tracking server's own, or `mlops-nb ui`'s); a hint if none does."
-    from mlops_nb.config import redact_uri
-    from mlops_nb.store import running_ui
-    base = settings.tracking_uri if settings.tracking_uri.startswith('http') else running_ui(settings)
-    if base is None: return "no MLflow UI is running: `%mlops ui` starts one"
-    return f"{redact_uri(base).rstrip('/')}/#/experiments/{experiment_id or '0'}/runs/{run_id}"
+    "The run's page in the MLflow UI that really runs, or a hint: `live.run_link`, one definition for the magics and the live view."
+    from mlops_nb.live import run_link
+    return run_link(settings, run_id, experiment_id)
 
 def _hook(ip, cells):
     _unhook(ip)
@@ -148,6 +146,18 @@ class MlopsMagics(Magics):
         where = f"run {rid}" if rid else f"run ({why})"
         nb = f", notebook {run.notebook}" if run.notebook else ""
         print(f"Tracking {where} in experiment {run.experiment!r}{nb}")
+        self._show_live(run, quiet=True)
+
+    def _live(self, a, cell): self._show_live(None)
+
+    def _show_live(self, run, quiet=False):
+        "The live view of `run` (default: the active or last run): the widget where a front end shows one, else its text (unless `quiet`)."
+        from mlops_nb.live import LiveView
+        view = LiveView(run)
+        if not self._widgets(): return None if quiet else print(view.summary())
+        from IPython.display import display
+        try: display(view.widget)
+        except ImportError as e: print(f"(no live view: {e})")
 
     def _track_cell(self, a, cell):
         from mlops_nb import tracking as T

@@ -130,9 +130,11 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         quota = _quota_start(t.settings, all_tags['mlops_nb.pipeline'], force_quota) if not nested and _account else None
         if force_quota: all_tags['mlops_nb.quota.forced'] = force_quota
         rid = t.new_run_id()
+        journal_start = t.journal.offset  # where the run's records begin: the live view reads from here
         t.record('start', run=rid, experiment=experiment, name=name, tags=all_tags,
                  parent=parent.rid if parent else None, resume=resume, t=time.time())
         run = ActiveRun(t, rid, experiment, name, parent, nb, resume)
+        run.journal_start = journal_start
         run.replaced = replaced
         run.cells = CellHistory(nb)
         run.usage, run._pipeline, run._tags = dict(artifacts_mb=0.0, data_rows=0, data_mb=0.0), all_tags.get('mlops_nb.pipeline'), all_tags
@@ -208,7 +210,7 @@ def _start_meter(run, cfg, before):
     def check(u):
         if guard: guard(u)
         if time.time() - getattr(run, '_usage_logged', run.started) >= 30: _log_usage(run)  # live usage for quota windows and widgets
-    run.meter = UsageMeter(check=check).start()
+    run.meter, run.quota_guard = UsageMeter(check=check).start(), guard  # the guard's limits: the live view shows the share used
 
 def _quota_stop(run, reason):
     "A hard limit was reached in this kernel: record why, end the run FAILED, interrupt the running cell."
