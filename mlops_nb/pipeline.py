@@ -29,7 +29,7 @@ def prepare_notebook(nb:dict,  # The notebook, as loaded JSON
     cells = nb['cells']
     at = next((i + 1 for i, c in enumerate(cells) if 'parameters' in (c.get('metadata', {}).get('tags') or [])), 0)
     src = ("# Added by `mlops-nb run`: this execution is one tracked run; `%mlops track`/`stop` in the notebook join it.\n"
-           f"import mlops_nb as _mlops_nb\n_mlops_nb.tracking.pipeline_track(name={name!r}, system_metrics={system_metrics!r})")
+           f"from mlops_nb.tracking import pipeline_track as _pipeline_track; _pipeline_track(name={name!r}, system_metrics={system_metrics!r})")
     cells.insert(at, dict(cell_type='code', execution_count=None, id=_SETUP_TAG, metadata=dict(tags=[_SETUP_TAG]), outputs=[], source=src))
     return nb
 

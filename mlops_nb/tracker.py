@@ -261,10 +261,15 @@ def ensure_sync(settings:Settings):
                          stderr=err, start_new_session=True, close_fds=True)
     return True
 
+_LAST_STATUS = {}
+
 def _write_status(settings, **st):
-    p = status_path(settings); tmp = p.with_suffix(f'.{os.getpid()}.tmp')
-    try: tmp.write_text(json.dumps(dict(pid=os.getpid(), t=time.time()) | st)); os.replace(tmp, p)
-    except OSError: pass  # a full disk: the status is a courtesy
+    "Write the sync's status when it changes (not every round: a folder being removed must not see new files appear)."
+    p = status_path(settings)
+    if _LAST_STATUS.get(p) == st and p.exists(): return
+    tmp = p.with_suffix(f'.{os.getpid()}.tmp')
+    try: tmp.write_text(json.dumps(dict(pid=os.getpid(), t=time.time()) | st)); os.replace(tmp, p); _LAST_STATUS[p] = st
+    except OSError: pass  # a full disk, or the project removed: the status is a courtesy
 
 def serve_sync(settings:Settings|None=None,  # Where runs go; default: `resolve_settings()`
                idle:float=15.0,  # Seconds with nothing live or pending before it exits
