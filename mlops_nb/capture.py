@@ -174,7 +174,7 @@ def seed(n:int=0):  # The seed
         import tensorflow as tf; tf.random.set_seed(n); done.append('tensorflow')
     from mlops_nb import tracking
     if (run := tracking.active_run()) is not None:  # the seed is this run's, not the next one's
-        run.seed = (n, done); tracking.set_tag('mlops_nb.seed', n, run=run)
+        run.seed = (n, done); tracking._set_meta(run, seed=n)
     else: _Seeds.value, _Seeds.frameworks = n, done
     return n
 
@@ -292,8 +292,7 @@ def _attach_data(run, rec):
     if cap is not None: cap.data[rec['name']] = kept
     if getattr(run, 'usage', None) is not None:  # the data a run processed, for quota accounting and estimates
         run.usage['data_rows'] += rec.get('rows') or 0; run.usage['data_mb'] += (rec.get('bytes') or 0)/2**20
-    for k in ('fingerprint', 'role', 'rows', 'source', 'profile'):
-        if kept.get(k) is not None: tracking.set_tag(f"mlops_nb.data.{rec['name']}.{k}", kept[k], run=run)
+    tracking._set_meta(run, **{f"data.{rec['name']}.{k}": kept.get(k) for k in ('fingerprint', 'role', 'rows', 'source', 'profile')})
     # MLflow's own view of it: a dataset input (its UI's Dataset column, a model's lineage to its data)
     schema = kept.get('columns') if rec.get('kind') == 'dataframe' else None
     tracking.log_dataset(rec['name'], rec['fingerprint'][:16], red.text(str(kept['source'])) if kept.get('source') else None,
@@ -408,11 +407,14 @@ class RunCapture:
         from mlops_nb import tracking
         try:
             self.context, self.files = capture_context(self.run.tracker.settings, self.run.notebook, self.user_ns, papermill=self.papermill)
-            for k, v in context_tags(self.context).items(): tracking.set_tag(k, v, run=self.run)
+            tags = context_tags(self.context)  # MLflow's own `mlflow.source.git.*` as tags; ours into `mlops_nb.meta`
+            for k, v in tags.items():
+                if not k.startswith('mlops_nb.'): tracking.set_tag(k, v, run=self.run)
+            tracking._set_meta(self.run, **{k[9:]: v for k, v in tags.items() if k.startswith('mlops_nb.')})
             self._journal('start')
         except Exception as e:  # capture must never break tracking: say so on the run instead
             self.error = f"{type(e).__name__}: {e}"
-            try: tracking.set_tag('mlops_nb.capture_error', self.error[:500], run=self.run)
+            try: tracking._set_meta(self.run, capture_error=self.error[:500])
             except Exception: pass  # the process is shutting down and its journal is closed: nothing left to tell
 
     def _journal(self, phase):

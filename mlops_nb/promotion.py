@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import ConfigError, Settings, project_section, redact_uri
 from .errors import MlopsNbError
+from .names import SCHEMA
 
 # %% ../nbs/24_promotion.ipynb #a3a0b048
 class PromotionError(MlopsNbError):
@@ -357,7 +358,7 @@ def evaluate_gates(client, model:str, version:int, gates:list, champion:int|None
             from mlflow.exceptions import MlflowException
             try: run = client.get_run(mv.run_id) if mv.run_id else None
             except MlflowException: run = None
-            schema = run.data.tags.get('schema') if run else None
+            schema = (run.data.tags.get(SCHEMA) or run.data.tags.get('schema')) if run else None  # `schema`: runs before the prefix
             ok = run is not None and run.info.status == 'FINISHED' and schema in ('ok', 'created')
             rows.append([g.text, 'training data validated (schema ok)', f"schema {schema or 'not checked'}, run {run.info.status if run else 'missing'}", ok])
     return rows

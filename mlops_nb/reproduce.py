@@ -16,6 +16,7 @@ from pathlib import Path
 from .config import Settings, resolve_settings, redact_uri
 from .errors import ReproduceError, TrackingError, missing_dependency
 from .capture import _git
+from .names import meta_of
 
 # %% ../nbs/12_reproduce.ipynb #8346e52a
 def load_context(client, run_id:str):  # An `MlflowClient`; the run
@@ -336,8 +337,8 @@ def reproduce(run_id:str,  # The MLflow run to re-create
         out.metrics.append(dict(key=k, original=a[-1][1] if a else None, new=b[-1][1] if b else None, max_diff=diff, steps=len(b), ok=ok))
     if not out.reproduced:
         out.causes = likely_causes(ctx, load_context(c, out.new_run_id))
-        t = run.data.tags
-        if t.get('mlops_nb.out_of_order') == 'True' or int(t.get('mlops_nb.reruns') or 0):
+        t = meta_of(run.data.tags)
+        if t.get('out_of_order') == 'True' or int(t.get('reruns') or 0):
             out.causes.insert(0, "the original run executed cells out of order or re-ran some; the re-run went top to bottom")
     return out
 

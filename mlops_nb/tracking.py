@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import Settings, resolve_settings, redact_uri
 from .errors import MlopsNbError, TrackingError
+from .names import KIND, META, PIPELINE, meta_json, usage_metrics
 from .redact import redact_text
 from .tracker import replay_journals, sync_report, SyncBusy
 from .recorder import Tracker
@@ -90,9 +91,8 @@ def _check_args(experiment, name, tags, resume, system_metrics):
         raise TrackingError(f"Bad system-metrics interval {system_metrics!r}.",
                             fix="Give the seconds between samples as a positive number (e.g. 15), or 0/None to turn sampling off.")
 
-def _default_tags(notebook, how):
-    from mlops_nb import __version__
-    tags = {'mlflow.user': getpass.getuser(), 'mlops_nb.version': __version__, 'mlops_nb.notebook_source': how}
+def _default_tags(notebook, kind):
+    tags = {'mlflow.user': getpass.getuser(), KIND: kind}
     if notebook: tags |= {'mlflow.source.name': str(notebook), 'mlflow.source.type': 'NOTEBOOK' if str(notebook).endswith('.ipynb') else 'LOCAL'}
     return tags
 
@@ -105,7 +105,8 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
           user_ns:dict|None=None,  # The kernel namespace, to find the notebook
           system_metrics:float|None=15.0,  # Seconds between system metric samples; `None`: off
           force_quota:str|None=None,  # Start even if a quota budget is spent; the reason is recorded
-          _account:bool=True):  # Measure usage and enforce quotas here (`mlops-nb run` does both from outside)
+          _account:bool=True,  # Measure usage and enforce quotas here (`mlops-nb run` does both from outside)
+          _kind:str='interactive'):  # The `mlops_nb.kind` tag: `pipeline` for `mlops-nb run`'s own run
     "Start (or resume) a tracked run and make it the active one; returns an `ActiveRun`."
     if system_metrics == 0: system_metrics = None
     _check_args(experiment, name, tags, resume, system_metrics)
@@ -114,7 +115,7 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         pipe = _State.pipeline
         if pipe is not None and pipe in _State.runs and not nested and not resume:  # `mlops-nb run` already tracks this kernel
             for k, v in (tags or {}).items(): set_tag(k, v, run=pipe)
-            if name: set_tag('mlops_nb.notebook_run_name', name, run=pipe)
+            if name: _set_meta(pipe, notebook_run_name=name)
             return pipe
         t = _tracker(settings)
         replaced = None
@@ -124,17 +125,21 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         experiment = experiment or (parent.experiment if parent else t.settings.experiment)
         user_ns = user_ns if user_ns is not None else _shell_namespace()
         nb, how = notebook_path(user_ns)
-        all_tags = _default_tags(nb, how) | _env_tags() | {k: str(v) for k, v in (tags or {}).items()}
-        if not nested: all_tags.setdefault('mlops_nb.pipeline', Path(nb).name if nb else (name or 'interactive'))
-        quota = _quota_start(t.settings, all_tags['mlops_nb.pipeline'], force_quota) if not nested and _account else None
+        all_tags = _default_tags(nb, _kind) | _env_tags() | {k: str(v) for k, v in (tags or {}).items()}
+        if not nested: all_tags.setdefault(PIPELINE, Path(nb).name if nb else (name or 'interactive'))
+        quota = _quota_start(t.settings, all_tags[PIPELINE], force_quota) if not nested and _account else None
         if force_quota: all_tags['mlops_nb.quota.forced'] = force_quota
+        from mlops_nb import __version__
+        meta = dict(version=__version__, notebook_source=how)  # bookkeeping: one JSON tag, not a tag each
+        all_tags[META] = meta_json(meta)
         rid = t.new_run_id()
         t.record('start', run=rid, experiment=experiment, name=name, tags=all_tags,
                  parent=parent.rid if parent else None, resume=resume, t=time.time())
         run = ActiveRun(t, rid, experiment, name, parent, nb, resume)
+        run.meta = meta
         run.replaced = replaced
         run.cells = CellHistory(nb)
-        run.usage, run._pipeline, run._tags = dict(artifacts_mb=0.0, data_rows=0, data_mb=0.0), all_tags.get('mlops_nb.pipeline'), all_tags
+        run.usage, run._pipeline, run._tags = dict(artifacts_mb=0.0, data_rows=0, data_mb=0.0), all_tags.get(PIPELINE), all_tags
         if not nested: _start_capture(run, user_ns)
         if not nested and _account: _start_meter(run, *(quota or (None, None)))
         if not nested: _State.noticed = True  # a new run: the last one's fate was seen, or is moot
@@ -164,14 +169,23 @@ def _start_capture(run, user_ns):
     "Capture the run's context in the background, and attach data and seeds recorded before it started."
     from mlops_nb.capture import RunCapture, _PendingData, _attach_data, take_pending_seed
     n, frameworks = take_pending_seed()  # a seed set before this run is this run's, and no later run's
-    if n is not None: run.seed = (n, frameworks); set_tag('mlops_nb.seed', n, run=run)
+    if n is not None: run.seed = (n, frameworks); _set_meta(run, seed=n)
     run.capture = RunCapture(run, user_ns, 'context' if not run.resumed else f"context/resumed-{int(time.time())}").start()
     while _PendingData.items: _attach_data(run, _PendingData.items.pop(0))
+
+_META_LOCK = threading.Lock()  # not `_State.lock`: `stop` holds that while it waits for the capture thread, which writes here
+
+def _set_meta(run, **kv):
+    "Add `kv` to the run's bookkeeping: the `mlops_nb.meta` tag, rewritten whole (the last write wins)."
+    with _META_LOCK:
+        meta = run.__dict__.setdefault('meta', {})
+        meta.update({k: v for k, v in kv.items() if v is not None})
+        run.tracker.record('tag', run=run.rid, key=META, value=meta_json(meta))
 
 def pipeline_track(name:str|None=None,  # Run name
                    system_metrics:float|None=15.0):  # Seconds between system metric samples
     "Track this kernel for `mlops-nb run`: the notebook's own `%mlops track`/`%mlops stop` then join this run, which ends with the kernel."
-    _State.pipeline = run = track(name=name, system_metrics=system_metrics, _account=False)
+    _State.pipeline = run = track(name=name, system_metrics=system_metrics, _account=False, _kind='pipeline')
     set_tag('mlops_nb.pipeline_run', 'true', run=run)
     return run
 
@@ -221,12 +235,12 @@ def _quota_stop(run, reason):
     _thread.interrupt_main()
 
 def _log_usage(run, final=False):
-    "Log the run's usage so far as `usage/*` metrics."
+    "Log the run's usage so far as `system/run_*` metrics (MLflow's System metrics tab)."
     u = dict(getattr(run, 'usage', None) or {})
     meter = getattr(run, 'meter', None)
     if meter is not None: u |= (meter.stop() if final else meter.usage())
     run._usage_logged = time.time()
-    if u: _log_metrics_to(run, {f"usage/{k}": float(v) for k, v in u.items()}, None)
+    if u: _log_metrics_to(run, usage_metrics(u), None)
 
 def _end_all(status):
     while _State.runs: stop(status, _force=True)
@@ -273,7 +287,7 @@ def stop(status:str='FINISHED',  # FINISHED, FAILED or KILLED
 def _record_cells(run):
     "Cell history as an artifact and summary tags; the notebook as it ran (and as saved) as artifacts."
     summary = run.cells.summary()
-    for k, v in summary.items(): set_tag(f"mlops_nb.{k}", v, run=run)
+    _set_meta(run, **summary)
     stage = Path(run.tracker.journal.folder)/f"{run.tracker.journal.name}-{run.rid}"
     stage.mkdir(exist_ok=True)  # artifacts are copied next to the journal, so a replay still has them
     R = redact_text if run.tracker.settings.redact_secrets else (lambda x: x)  # cell sources and outputs may hold keys

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, REPO
+from mlops_nb.names import meta_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CHROMIUM = Path('/usr/bin/chromium')
@@ -133,7 +134,7 @@ def test_magics_track_a_training_cell_in_jupyterlab(lab, browser):
     (run,) = c.search_runs([c.get_experiment_by_name('browser-demo').experiment_id], "tags.mlflow.runName = 'browser-first'")
     assert run.info.status == 'FINISHED' and run.data.metrics['accuracy'] > 0.9
     assert run.data.tags['mlflow.source.name'] == str(lab['root']/'first.ipynb')  # the path JupyterLab gave the kernel
-    assert run.data.tags['mlops_nb.notebook_source'] == 'jupyter'
+    assert meta_of(run.data.tags)['notebook_source'] == 'jupyter'
 
 
 DRIFT_DATA = ("import numpy as np, pandas as pd\ng = np.random.default_rng(1)\n"
@@ -168,7 +169,7 @@ def test_quota_widget_draws_budgets_with_their_labels(lab, browser):
     exp = c.get_experiment_by_name(s.experiment) or c.get_experiment(c.create_experiment(s.experiment))
     for cpu in (1500, 1400):
         r = c.create_run(exp.experiment_id, tags={'mlops_nb.pipeline': 'train.ipynb'})
-        c.log_batch(r.info.run_id, metrics=[Metric('usage/cpu_s', cpu, int(time.time()*1000), 0)]); c.set_terminated(r.info.run_id)
+        c.log_batch(r.info.run_id, metrics=[Metric('system/run_cpu_seconds', cpu, int(time.time()*1000), 0)]); c.set_terminated(r.info.run_id)
     _nb(lab['root']/'quota.ipynb', '%load_ext mlops_nb', '%mlops quota')
     page = _open(lab, browser, 'quota.ipynb')
     _run_all(page)
