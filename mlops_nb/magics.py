@@ -112,6 +112,7 @@ def _unhook(ip):
     for ev, fn in (('pre_run_cell', cells.pre), ('post_run_cell', cells.post)):
         try: ip.events.unregister(ev, fn)
         except ValueError: pass
+    cells._untee()  # unhooked mid-cell (`%mlops stop`): its `post` will not come to give the cell's streams back
     ip._mlops_cells = None
 
 @magics_class

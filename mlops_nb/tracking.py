@@ -18,7 +18,7 @@ from .names import KIND, META, PIPELINE, meta_json, usage_metrics
 from .redact import redact_text
 from .tracker import replay_journals, sync_report, SyncBusy
 from .recorder import Tracker
-from .session import notebook_path, CellHistory, SystemSampler
+from .session import notebook_path, notebook_html, CellHistory, SystemSampler
 
 # %% ../nbs/08_tracking.ipynb #87913ef2
 class _State:
@@ -138,7 +138,7 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         run = ActiveRun(t, rid, experiment, name, parent, nb, resume)
         run.meta = meta
         run.replaced = replaced
-        run.cells = CellHistory(nb)
+        run.cells = CellHistory(nb, _shell_of(user_ns) if not nested else None)
         run.usage, run._pipeline, run._tags = dict(artifacts_mb=0.0, data_rows=0, data_mb=0.0), all_tags.get(PIPELINE), all_tags
         if not nested: _start_capture(run, user_ns)
         if not nested and _account: _start_meter(run, *(quota or (None, None)))
@@ -147,6 +147,12 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
             run.sampler = SystemSampler(lambda m, step: _log_metrics_to(run, m, step), system_metrics).start()
         _State.runs.append(run)
         return run
+
+def _shell_of(user_ns):
+    "The IPython shell whose namespace `user_ns` is (its history holds the cells run before tracking), else `None`."
+    get = (user_ns or {}).get('get_ipython')
+    try: return get() if callable(get) else None
+    except Exception: return None
 
 def _shell_namespace():
     "The IPython kernel's namespace when called from one (`mn.track()` in a notebook), else `None`."
@@ -275,7 +281,7 @@ def stop(status:str='FINISHED',  # FINISHED, FAILED or KILLED
         if not run.parent: _log_usage(run, final=True)
         try:  # the context and the cells are files beside the journal: a full disk must not keep the run from ending
             if getattr(run, 'capture', None): run.capture.finish()
-            if run.cells and run.cells.cells and not run.parent: _record_cells(run)
+            if run.cells and (run.cells.cells or run.cells.before) and not run.parent: _record_cells(run)
         except OSError as e:
             print(f"mlops_nb: run {run.name or run.rid} ends without its context and cell history ({e.strerror}: {e.filename})", file=sys.stderr)
         run.tracker.record('end', run=run.rid, status=status, t=time.time())
@@ -291,12 +297,20 @@ def _record_cells(run):
     stage = Path(run.tracker.journal.folder)/f"{run.tracker.journal.name}-{run.rid}"
     stage.mkdir(exist_ok=True)  # artifacts are copied next to the journal, so a replay still has them
     R = redact_text if run.tracker.settings.redact_secrets else (lambda x: x)  # cell sources and outputs may hold keys
-    (stage/'cells.json').write_text(R(json.dumps(dict(summary=summary, cells=run.cells.cells), indent=1, default=str)))
-    (stage/'executed.ipynb').write_text(R(json.dumps(run.cells.executed_notebook(), indent=1)))
-    files = [stage/'cells.json', stage/'executed.ipynb']
+    cells = [{k: v for k, v in c.items() if k != 'outputs'} for c in run.cells.cells]  # outputs: in the notebooks below
+    (stage/'cells.json').write_text(R(json.dumps(dict(summary=summary, cells=cells), indent=1, default=str)))
+    executed = run.cells.executed_notebook()
+    (stage/'executed.ipynb').write_text(R(json.dumps(executed, indent=1)))
+    files, shown = [stage/'cells.json', stage/'executed.ipynb'], executed
     if run.notebook and Path(run.notebook).is_file() and str(run.notebook).endswith('.ipynb'):
         (stage/Path(run.notebook).name).write_text(R(Path(run.notebook).read_text(errors='replace')))
         files.append(stage/Path(run.notebook).name)
+        if Path(run.notebook).stat().st_mtime >= run.started:  # the front end saved it during the run: its outputs are the user's view
+            try: shown = json.loads(Path(run.notebook).read_text(errors='replace'))
+            except ValueError: pass
+    title = Path(run.notebook).name if run.notebook else (run.name or 'notebook')
+    (stage/'notebook.html').write_text(notebook_html(shown, title, redact=R))  # MLflow's artifact view shows HTML
+    files.append(stage/'notebook.html')
     for f in files: run.tracker.record('artifact', run=run.rid, path=str(f), dest='notebook')
 
 # %% ../nbs/08_tracking.ipynb #c766dc67

@@ -251,11 +251,11 @@ def test_artifact_is_copied_at_log_time(project, settings):
 
 def test_system_metrics_are_sampled_into_the_run(project, settings):
     run = mn.track('e', settings=settings, system_metrics=0.2)
-    wait_until(lambda: run.tracker.journal.flush() and b'system/cpu_percent' in run.tracker.journal.path.read_bytes(), 30,
+    wait_until(lambda: run.tracker.journal.flush() and b'system/cpu_utilization_percentage' in run.tracker.journal.path.read_bytes(), 30,
                what='a system metrics sample in the journal')
     mn.stop()
     metrics = open_client(settings).get_run(run.wait_for_id(30)).data.metrics
-    assert {'system/cpu_percent', 'system/memory_percent', 'system/process_rss_mb'} <= set(metrics)
+    assert {'system/cpu_utilization_percentage', 'system/system_memory_usage_percentage', 'system/process_memory_rss_megabytes'} <= set(metrics)
 
 
 def test_load_ext_track_and_stop_never_import_mlflow(project):
