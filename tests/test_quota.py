@@ -28,8 +28,8 @@ def _pyproject(project, quota, extra=''):
 
 
 def _history(project, runs):
-    "Finished runs with usage metrics and params, as earlier runs of pipelines leave them: every other one with the
-    names from before the rename (`usage/cpu_s`), which quotas still count."
+    """Finished runs with usage metrics and params, as earlier runs of pipelines leave them: every other one with the
+    names from before the rename (`usage/cpu_s`), which quotas still count."""
     s = resolve_settings(project_dir=project); ensure_store(s); c = open_client(s)
     exp = c.get_experiment_by_name(s.experiment) or c.get_experiment(c.create_experiment(s.experiment))
     from mlflow.entities import Metric, Param, RunTag
