@@ -61,8 +61,9 @@ def _parsers():
     p.add_argument('pairs', nargs='+', type=_kv, metavar='KEY=VALUE'); p.add_argument('--step', type=int, default=None)
     p.add_argument('--param', action='store_true', help="log numbers as params too")
     sub.add_parser('status', help="the run, experiment, store, backlog and a link")
-    p = sub.add_parser('runs', help="a table of recent runs with their key metrics")
+    p = sub.add_parser('runs', help="recent runs: the params and metrics that differ; sort, filter, select to compare curves")
     p.add_argument('--last', type=int, default=10); p.add_argument('--experiment', '-e')
+    p.add_argument('--all', action='store_true', help="every param and metric, not only those that differ")
     sub.add_parser('open', help="a link to the run in the MLflow UI")
     p = sub.add_parser('autolog', help="scikit-learn and LightGBM autologging into the active run")
     p.add_argument('switch', choices=['on', 'off'])
@@ -190,18 +191,14 @@ class MlopsMagics(Magics):
 
     def _runs(self, a, cell):
         from mlops_nb import tracking as T
-        from mlops_nb.config import resolve_settings
-        from mlops_nb.store import open_client
-        t = T._State.tracker
-        s = t.settings if t else resolve_settings()
-        c = open_client(s)
-        exp = c.get_experiment_by_name(a.experiment or (T.active_run().experiment if T.active_run() else s.experiment))
-        if exp is None: return print("No such experiment yet.")
-        import pandas as pd
-        runs = c.search_runs([exp.experiment_id], max_results=a.last, order_by=['attributes.start_time DESC'])
-        return pd.DataFrame([dict(run_id=r.info.run_id, name=r.info.run_name, status=r.info.status,
-                                  start=pd.to_datetime(r.info.start_time, unit='ms'),
-                                  **{k: v for k, v in r.data.metrics.items() if not k.startswith(('system/', 'usage/'))}) for r in runs])
+        from mlops_nb.runs_view import runs_data, runs_widget
+        t, run = T._State.tracker, T.active_run()
+        s = t.settings if t else None
+        data = runs_data(s, a.experiment or (run.experiment if run else None), a.last, a.all)  # through the read barrier
+        if self._widgets():
+            try: return runs_widget(data, s)
+            except ImportError: print("(anywidget is not installed: showing the table; pip install \"mlops-nb[widgets]\")")
+        return data.to_frame()
 
     def _open(self, a, cell):
         from mlops_nb import tracking as T
@@ -242,7 +239,11 @@ class MlopsMagics(Magics):
         from mlops_nb import tracking as T
         from mlops_nb.reproduce import diff_runs
         t = T._State.tracker
-        print(diff_runs(a.run_a, a.run_b, t.settings if t else None))  # reads see what this kernel journaled
+        d = diff_runs(a.run_a, a.run_b, t.settings if t else None)  # reads see what this kernel journaled
+        if not self._widgets(): return print(d)
+        from IPython.display import display
+        from mlops_nb.runs_view import diff_html
+        display({'text/html': diff_html(d), 'text/plain': str(d)}, raw=True)
 
     def _widgets(self):
         "Whether a front end can show widgets: a Jupyter kernel (JupyterLab, Notebook, VS Code), not a terminal IPython."
