@@ -183,3 +183,43 @@ def test_quota_widget_draws_budgets_with_their_labels(lab, browser):
     _wait_for(page, cell, 'text=/0\\.8[0-4]\\d? \\/ 1 CPU-hours/')
     page.screenshot(path=str(SHOTS/'quota_widget.png'), full_page=True)
     page.close()
+
+
+RUNS = ("import mlops_nb as mn\n"
+        "for lr in (0.1, 0.3, 0.2):\n"
+        "    with mn.track('compare', f'lr-{lr}', system_metrics=None):\n"
+        "        mn.log_param('lr', lr); mn.log_param('seed', 7)\n"
+        "        for step in range(20): mn.log_metric('loss', 1 / (1 + step * lr), step)\n"
+        "        mn.log_metric('acc', round(0.8 + lr / 2, 3))\n"
+        "print('made 3 runs')")
+
+
+def test_runs_table_sorts_by_a_metric_and_overlays_the_curves_of_two_selected_runs(lab, browser):
+    _nb(lab['root']/'runs.ipynb', '%load_ext mlops_nb', RUNS, '%mlops runs --experiment compare')
+    page = _open(lab, browser, 'runs.ipynb')
+    _run_all(page)
+    _wait_text(page, 1, 'made 3 runs')
+    cell = page.locator('.jp-Notebook .jp-CodeCell').nth(2)
+    _wait_for(page, cell, '.mnrv-table tbody tr')
+    names = lambda: cell.locator('.mnrv-table tbody td.mnrv-name').all_inner_texts()
+    assert names() == ['lr-0.2', 'lr-0.3', 'lr-0.1'], names()               # newest first
+    heads = cell.locator('.mnrv-table thead th').all_inner_texts()
+    assert 'lr' in heads and 'acc' in heads and 'loss' in heads and 'seed' not in heads, heads  # only what differs
+    cell.locator('.mnrv-table th[data-key="acc"]').click()                   # a metric: best first
+    assert cell.locator('th[data-key="acc"]').get_attribute('aria-sort') == 'descending'
+    assert names() == ['lr-0.3', 'lr-0.2', 'lr-0.1'], names()
+    assert cell.locator('.mnrv-table tbody td.mnrv-metric[data-key="acc"]').all_inner_texts() == ['0.95', '0.9', '0.85']
+    cell.locator('.mnrv-table th[data-key="acc"]').click()                   # again: the other way
+    assert names() == ['lr-0.1', 'lr-0.2', 'lr-0.3'], names()
+    cell.locator('input.mnrv-select').nth(0).check(); cell.locator('input.mnrv-select').nth(2).check()  # lr-0.1 and lr-0.3
+    _wait_for(page, cell, 'svg.mnrv-curves[data-metric="acc"], svg.mnrv-curves')
+    cell.locator('select.mnrv-metric').select_option('loss')
+    curves = cell.locator('svg.mnrv-curves[data-metric="loss"] polyline.mnrv-curve')
+    curves.nth(1).wait_for(timeout=30_000)
+    assert curves.count() == 2
+    assert all(len(curves.nth(i).get_attribute('points').split()) == 20 for i in range(2))  # 20 steps each, from the store
+    assert cell.locator('svg.mnrv-parcoords polyline.mnrv-pc-on').count() == 2
+    cell.locator('input.mnrv-filter').fill('lr>0.15')
+    assert sorted(names()) == ['lr-0.2', 'lr-0.3'], names()
+    page.screenshot(path=str(SHOTS/'runs_table.png'), full_page=True)
+    page.close()
