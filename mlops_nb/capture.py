@@ -33,6 +33,16 @@ def strip_url_credentials(url:str):  # A git remote URL
 
 _SKIP_UNTRACKED = ('.mlops/', '.ipynb_checkpoints/', '__pycache__/', '.venv/')
 
+def _read_settled(f, cap, tries=5):
+    "`(size, bytes)` of file `f`, or `(size, None)` above `cap` bytes; a file caught while rewritten (papermill saves its output notebook after every cell: truncate, then write) is read again."
+    for i in range(tries):
+        size = f.stat().st_size
+        if size > cap: return size, None
+        data = f.read_bytes()
+        if len(data) == size == f.stat().st_size and (size or i): return size, data  # unchanged while read (an empty file: twice)
+        time.sleep(0.05)
+    return len(data), data
+
 def capture_git(path:str|Path,  # A folder inside the repository
                 untracked_cap:int=256*1024,  # Untracked files up to this size are kept whole; larger ones by name
                 untracked_total:int=16*2**20,  # Most bytes of untracked files kept in all
@@ -57,8 +67,8 @@ def capture_git(path:str|Path,  # A folder inside the repository
             try:
                 if f.is_symlink() or not f.is_file():  # a link (to a data folder, say): its name, not its content
                     out['untracked_names'].append(dict(path=rel, link=os.readlink(f) if f.is_symlink() else None)); continue
-                size = f.stat().st_size
-                if size <= untracked_cap and size <= untracked_total: out['untracked'][rel] = f.read_bytes(); untracked_total -= size
+                size, data = _read_settled(f, min(untracked_cap, untracked_total))
+                if data is not None: out['untracked'][rel] = data; untracked_total -= size
                 else: out['untracked_names'].append(dict(path=rel, size=size))
             except OSError: continue
     out['dirty'] = bool(out['changed'] or out['untracked'] or out['untracked_names'])

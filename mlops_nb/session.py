@@ -116,13 +116,14 @@ class CellHistory:
         self._cur = dict(cell_id=getattr(info, 'cell_id', None), source=getattr(info, 'raw_cell', ''), started=time.time())
         self._tees = (_Tee(sys.stdout), _Tee(sys.stderr)); sys.stdout, sys.stderr = self._tees
     def _untee(self):
-        if not self._tees: return [], ''
+        "Give the cell's streams back; what it printed, as nbformat stream outputs."
+        if not self._tees: return []
         out, err = self._tees; self._tees = None
         if sys.stdout is out: sys.stdout = out.stream  # unless the cell swapped it for its own (it then put ours back, or not)
         if sys.stderr is err: sys.stderr = err.stream
-        return [dict(output_type='stream', name=n, text=''.join(t.parts)) for n, t in (('stdout', out), ('stderr', err)) if t.parts], ''
+        return [dict(output_type='stream', name=n, text=''.join(t.parts)) for n, t in (('stdout', out), ('stderr', err)) if t.parts]
     def post(self, result):
-        streams, _ = self._untee()
+        streams = self._untee()
         if self._t0 is None: return
         err = result.error_in_exec or result.error_before_exec
         n = getattr(result, 'execution_count', None)
@@ -156,7 +157,7 @@ class CellHistory:
         return dict(cells=cells, metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
                     nbformat=4, nbformat_minor=5)
 
-# %% ../nbs/07_session.ipynb #7a801466
+# %% ../nbs/07_session.ipynb #006c8eae
 _ANSI = __import__('re').compile(r'\x1b\[[0-9;]*[A-Za-z]')
 _CSS = ("body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;max-width:1100px}.cell{margin:.8em 0}"
         ".src{background:#f6f8fa;border:1px solid #ddd;padding:.5em;white-space:pre-wrap;font:13px monospace;margin:0}"

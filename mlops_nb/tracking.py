@@ -281,7 +281,7 @@ def stop(status:str='FINISHED',  # FINISHED, FAILED or KILLED
         if not run.parent: _log_usage(run, final=True)
         try:  # the context and the cells are files beside the journal: a full disk must not keep the run from ending
             if getattr(run, 'capture', None): run.capture.finish()
-            if run.cells and (run.cells.cells or run.cells.before) and not run.parent: _record_cells(run)
+            if run.cells and run.cells.cells and not run.parent: _record_cells(run)
         except OSError as e:
             print(f"mlops_nb: run {run.name or run.rid} ends without its context and cell history ({e.strerror}: {e.filename})", file=sys.stderr)
         run.tracker.record('end', run=run.rid, status=status, t=time.time())
@@ -308,9 +308,10 @@ def _record_cells(run):
         if Path(run.notebook).stat().st_mtime >= run.started:  # the front end saved it during the run: its outputs are the user's view
             try: shown = json.loads(Path(run.notebook).read_text(errors='replace'))
             except ValueError: pass
-    title = Path(run.notebook).name if run.notebook else (run.name or 'notebook')
-    (stage/'notebook.html').write_text(notebook_html(shown, title, redact=R))  # MLflow's artifact view shows HTML
-    files.append(stage/'notebook.html')
+    if run is not _State.pipeline:  # `mlops-nb run` renders the notebook papermill executed (`pipeline/*.html`)
+        title = Path(run.notebook).name if run.notebook else (run.name or 'notebook')
+        (stage/'notebook.html').write_text(notebook_html(shown, title, redact=R))  # MLflow's artifact view shows HTML
+        files.append(stage/'notebook.html')
     for f in files: run.tracker.record('artifact', run=run.rid, path=str(f), dest='notebook')
 
 # %% ../nbs/08_tracking.ipynb #c766dc67
