@@ -7,7 +7,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/runs_view.html.md"""
 # %% auto #0
 __all__ = ['RunsData', 'differing_columns', 'runs_data', 'metric_curves', 'runs_widget', 'diff_html']
 
-# %% ../nbs/08b_runs_view.ipynb #68bee1c7
+# %% ../nbs/08b_runs_view.ipynb #d288c1af
 import datetime, html, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import TrackingError, missing_dependency
 from .names import is_resource_metric
 
-# %% ../nbs/08b_runs_view.ipynb #d924187f
+# %% ../nbs/08b_runs_view.ipynb #46cb60d9
 @dataclass
 class RunsData:
     "The runs of one experiment as rows, and the param and metric columns that differ between them."
@@ -48,7 +48,7 @@ def _fmt(v):
     if v is None: return '-'
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-# %% ../nbs/08b_runs_view.ipynb #0dbd325c
+# %% ../nbs/08b_runs_view.ipynb #ccdffa28
 def differing_columns(rows:list,  # Rows with `params` and `metrics` dicts
                       all_columns:bool=False):  # Keep every column, not only those that differ
     "The `{key, kind}` columns whose values are not the same in every row (all of them for fewer than two rows); a child run without its parent's params does not make them differ."
@@ -61,7 +61,7 @@ def differing_columns(rows:list,  # Rows with `params` and `metrics` dicts
             if all_columns or len(rows) < 2 or len(vals) > 1: out.append(dict(key=k, kind=kind))
     return out
 
-# %% ../nbs/08b_runs_view.ipynb #7b196836
+# %% ../nbs/08b_runs_view.ipynb #9072348b
 def _tree(runs):
     "Runs newest first, each parent followed by its children (newest first), with their depth."
     ids = {r.info.run_id for r in runs}
@@ -99,7 +99,7 @@ def runs_data(settings=None,  # Which store; default `resolve_settings()`
             for r, depth in _tree(runs)]
     return RunsData(exp.name, exp.experiment_id, rows, differing_columns(rows, all_columns), None if url.startswith('http') else url)
 
-# %% ../nbs/08b_runs_view.ipynb #0fb8edb1
+# %% ../nbs/08b_runs_view.ipynb #a8943f0f
 def metric_curves(client,  # An `MlflowClient`
                   run_ids:list,  # Runs to read
                   keys:list|None=None,  # Metrics; default: each run's model metrics
@@ -112,12 +112,12 @@ def metric_curves(client,  # An `MlflowClient`
         for k in ks:
             h = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(rid, k))
             if not h: continue
-            stride = max(1, -(-len(h) // max_points))
+            stride = max(1, -(-(len(h) - 1) // max(1, max_points - 1)))  # every stride-th step, the last one included: <= max_points
             pts = h[::stride] + ([h[-1]] if (len(h) - 1) % stride else [])
             out[rid][k] = [[s, v] for s, _, v in pts]
     return out
 
-# %% ../nbs/08b_runs_view.ipynb #fb8def33
+# %% ../nbs/08b_runs_view.ipynb #d83dbfae
 _WIDGET = None
 
 def _widget_class():
@@ -156,7 +156,7 @@ def runs_widget(data:RunsData,  # From `runs_data`
     w.observe(load, names='selected')
     return w
 
-# %% ../nbs/08b_runs_view.ipynb #12e1cdee
+# %% ../nbs/08b_runs_view.ipynb #7ee5009e
 def diff_html(diff):  # A `RunDiff` from `mlops_nb.reproduce.diff_runs`
     "The differences of two runs as an HTML table, section by section."
     from mlops_nb.reproduce import _SECTIONS, _show
