@@ -198,6 +198,8 @@ class MlopsMagics(Magics):
         if self._widgets():
             try: return runs_widget(data, s)
             except ImportError: print("(anywidget is not installed: showing the table; pip install \"mlops-nb[widgets]\")")
+        print(f"Experiment {data.experiment!r} ({data.experiment_id}): {len(data.rows)} runs; "
+              + ("every param and metric" if a.all else "the params and metrics that differ (--all: every one)"))
         return data.to_frame()
 
     def _open(self, a, cell):

@@ -131,14 +131,16 @@ def test_promote_moves_an_alias_through_its_gates_and_refuses_with_the_table(ip)
     with pytest.raises(UsageError, match='the following arguments are required: --to'): ip.run_line_magic('mlops', 'promote churn@2')
 
 
-def test_runs_shows_only_the_columns_that_differ_children_under_parents_and_all_with_a_flag(ip):
+def test_runs_shows_only_the_columns_that_differ_children_under_parents_and_all_with_a_flag(ip, capsys):
     for lr in (0.1, 0.2):
         ip.run_line_magic('mlops', f'track --experiment cols --name lr{lr} --system-metrics 0')
         ip.run_line_magic('mlops', f'log lr={lr} seed=7 --param')
         ip.run_line_magic('mlops', f'log acc={lr * 4}')
         if lr == 0.2: ip.run_cell_magic('mlops', 'track --name child', "import mlops_nb as mn\nmn.log_metric('acc', 0.5)")
     ip.run_line_magic('mlops', 'stop')  # no sync: `%mlops runs` reads through the read barrier
+    capsys.readouterr()
     df = ip.run_line_magic('mlops', 'runs --experiment cols')
+    assert capsys.readouterr().out.startswith("Experiment 'cols' (")  # which experiment the table shows
     assert list(df.columns) == ['run_id', 'name', 'status', 'start', 'parent', 'lr', 'acc']  # seed is the same everywhere
     assert list(df['name']) == ['lr0.2', 'child', 'lr0.1'] and df['parent'][1] == df['run_id'][0]
     assert list(df['acc']) == [0.8, 0.5, 0.4] and list(df['lr'].fillna('-')) == ['0.2', '-', '0.1']
