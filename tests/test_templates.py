@@ -81,7 +81,7 @@ def test_train_reproduces_registers_a_candidate_with_lineage_and_batch_scores_it
     first, second = runs
     assert _held_out(first) == _held_out(second), "same seed, same data: the held-out metrics must be identical"
     assert _held_out(second)['auc'] > 0.9 and second.data.tags['mlops_nb.gates'] == 'passed'
-    assert (first.data.tags['schema'], second.data.tags['schema']) == ('created', 'ok')
+    assert (first.data.tags['mlops_nb.schema'], second.data.tags['mlops_nb.schema']) == ('created', 'ok')
     assert json.loads((repo/'reference'/'schema.json').read_text())['columns']['target'] == 'int64'
 
     trials = client.search_runs([second.info.experiment_id], f"tags.mlflow.parentRunId = '{second.info.run_id}'")
