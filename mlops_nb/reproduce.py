@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import Settings, resolve_settings, redact_uri
 from .errors import ReproduceError, TrackingError, missing_dependency
-from .capture import _git
+from .capture import run_git
 from .names import meta_of
 
 # %% ../nbs/12_reproduce.ipynb #8346e52a
@@ -79,9 +79,25 @@ class RunDiff:
         missing = [r for r, has in zip((self.a, self.b), self.contexts) if not has]
         if missing: lines.append(f"(no recorded context for {', '.join(missing)}: only params and metrics compared)")
         return '\n'.join(lines)
+    def to_html(self):
+        "The differences as an HTML table, section by section (what `%mlops diff` shows in a notebook)."
+        import html
+        esc = lambda v: html.escape(_show(v))
+        if not self.rows: return f"<p>{html.escape(str(self))}</p>"
+        td = 'style="padding:1px 10px"'
+        out = ['<table class="mn-diff" style="border-collapse:collapse;font:13px system-ui,sans-serif"><thead><tr><th></th>',
+               f'<th style="text-align:left;padding:2px 10px">A: {html.escape(self.a[:12])}</th><th style="text-align:left;padding:2px 10px">B: {html.escape(self.b[:12])}</th></tr></thead><tbody>']
+        for s in _SECTIONS:
+            if not (rows := self.section(s)): continue
+            out.append(f'<tr><th colspan="3" style="text-align:left;padding:6px 4px 2px;border-bottom:1px solid #ccc">{s}</th></tr>')
+            out += [f'<tr><td style="padding:1px 10px 1px 14px;font-family:monospace">{html.escape(str(k))}</td><td {td}>{esc(x)}</td><td {td}>{esc(y)}</td></tr>' for _, k, x, y in rows]
+        missing = [r for r, has in zip((self.a, self.b), self.contexts) if not has]
+        note = f"<p>(no recorded context for {html.escape(', '.join(missing))}: only params and metrics compared)</p>" if missing else ''
+        return ''.join(out) + '</tbody></table>' + note
 
 def _show(v): return '-' if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))[:60]
 
+# %% ../nbs/12_reproduce.ipynb #f1de3288
 def diff_runs(a:str, b:str,  # MLflow run ids
               settings:Settings|None=None):  # Which store; default `resolve_settings()`
     "A `RunDiff` of runs `a` and `b`: every param, metric, code, data, package, environment and seed difference."
@@ -197,17 +213,17 @@ def _restore_redacted(diff:str, lines:list, root, commit:str, run_id:str):
                                  "commit, and track a new run.")
     want = {(l['file'], l['old']) for l in lines if l.get('kind') in ('unchanged', 'removed') and l.get('old')}
     if not want: return diff
-    from mlops_nb.redact import _HUNK
+    from mlops_nb.redact import HUNK_HEADER
     originals, out, file, old = {}, [], None, 0
     for line in diff.splitlines(keepends=True):
         body = line.rstrip('\n')
         if body.startswith('diff --git '): file = body.split(' b/', 1)[-1]; out.append(line); continue
         if body.startswith('+++ b/'): file = body[6:]; out.append(line); continue
         if body.startswith(('+++ ', '--- ')): out.append(line); continue
-        if (m := _HUNK.match(body)): old = int(m.group(1)); out.append(line); continue
+        if (m := HUNK_HEADER.match(body)): old = int(m.group(1)); out.append(line); continue
         mark = body[:1]
         if mark in ('-', ' ') and (file, old) in want:
-            if file not in originals: originals[file] = (_git(root, 'show', f"{commit}:{file}") or '').splitlines()
+            if file not in originals: originals[file] = (run_git(root, 'show', f"{commit}:{file}") or '').splitlines()
             src = originals[file]
             if old <= len(src): line = mark + src[old - 1] + ('\n' if line.endswith('\n') else '')
         out.append(line)
@@ -231,7 +247,7 @@ def _checkout(ctx, client, run_id, folder, root):
         try: src = Path(client.download_artifacts(run_id, 'context/untracked', str(Path(folder)/'untracked')))
         except Exception: src = None
         if src and src.is_dir(): shutil.copytree(src, wt, dirs_exist_ok=True)
-    ignored = _git(root, 'ls-files', '--others', '--ignored', '--exclude-standard', '--directory', '-z') or ''
+    ignored = run_git(root, 'ls-files', '--others', '--ignored', '--exclude-standard', '--directory', '-z') or ''
     linked = [p.rstrip('/') for p in ignored.split('\0') if p] + [u['path'] for u in git.get('untracked_names') or []]
     n = 0
     for rel in linked:
@@ -295,7 +311,7 @@ def reproduce(run_id:str,  # The MLflow run to re-create
         from mlops_nb.capture import capture_git
         here = capture_git(s.project_dir)
         root = Path(here['root']) if here else root
-    if _git(root, 'cat-file', '-e', f"{git['commit']}^{{commit}}") is None:
+    if run_git(root, 'cat-file', '-e', f"{git['commit']}^{{commit}}") is None:
         raise ReproduceError(f"Commit {git['commit'][:12]} of run {run_id} is not in the repository {root}.",
                              fix=f"Fetch it (`git fetch origin {git.get('branch') or ''}`), or run this in a clone that has it.")
     params = (ctx.get('params') or {}).get('papermill') or {}
