@@ -16,7 +16,7 @@ First hour `--processes` fresh processes in fresh project folders (issue 14):
              median.                                                      Target: <= 0.5 s.
            - its runs in the store after it exited, with no sync command: how many, and how long after.
                                                                           Target: all, <= 5 s.
-           - `load_run` right after `stop` sees the last metric and the `usage/*` metrics.  Target: all.
+           - `load_run` right after `stop` sees the last metric and the `system/run_*` usage metrics.  Target: all.
            - the first `track()` with a quota configured, with a local store and with a dead server: median.
                                                                           Target: <= 100 ms, no exception.
 """
@@ -136,7 +136,7 @@ run = mn.track(experiment='r')
 for i in range(100): mn.log_metric('m', i, step=i)
 mn.stop()
 got = mn.load_run(run.run_id or run.wait_for_id(30))
-print('RYW', got.metrics.get('m') == 99 and 'usage/cpu_s' in got.metrics and 'usage/wall_s' in got.metrics)
+print('RYW', got.metrics.get('m') == 99 and 'system/run_cpu_seconds' in got.metrics and 'system/run_wall_seconds' in got.metrics)
 """
 QUOTA = """
 import time, mlops_nb as mn

@@ -33,6 +33,16 @@ def strip_url_credentials(url:str):  # A git remote URL
 
 _SKIP_UNTRACKED = ('.mlops/', '.ipynb_checkpoints/', '__pycache__/', '.venv/')
 
+def _read_settled(f, cap, tries=5):
+    "`(size, bytes)` of file `f`, or `(size, None)` above `cap` bytes; a file caught while rewritten (papermill saves its output notebook after every cell: truncate, then write) is read again."
+    for i in range(tries):
+        size = f.stat().st_size
+        if size > cap: return size, None
+        data = f.read_bytes()
+        if len(data) == size == f.stat().st_size and (size or i): return size, data  # unchanged while read (an empty file: twice)
+        time.sleep(0.05)
+    return len(data), data
+
 def capture_git(path:str|Path,  # A folder inside the repository
                 untracked_cap:int=256*1024,  # Untracked files up to this size are kept whole; larger ones by name
                 untracked_total:int=16*2**20,  # Most bytes of untracked files kept in all
@@ -57,8 +67,8 @@ def capture_git(path:str|Path,  # A folder inside the repository
             try:
                 if f.is_symlink() or not f.is_file():  # a link (to a data folder, say): its name, not its content
                     out['untracked_names'].append(dict(path=rel, link=os.readlink(f) if f.is_symlink() else None)); continue
-                size = f.stat().st_size
-                if size <= untracked_cap and size <= untracked_total: out['untracked'][rel] = f.read_bytes(); untracked_total -= size
+                size, data = _read_settled(f, min(untracked_cap, untracked_total))
+                if data is not None: out['untracked'][rel] = data; untracked_total -= size
                 else: out['untracked_names'].append(dict(path=rel, size=size))
             except OSError: continue
     out['dirty'] = bool(out['changed'] or out['untracked'] or out['untracked_names'])
@@ -174,7 +184,7 @@ def seed(n:int=0):  # The seed
         import tensorflow as tf; tf.random.set_seed(n); done.append('tensorflow')
     from mlops_nb import tracking
     if (run := tracking.active_run()) is not None:  # the seed is this run's, not the next one's
-        run.seed = (n, done); tracking.set_tag('mlops_nb.seed', n, run=run)
+        run.seed = (n, done); tracking.set_meta(run, seed=n)
     else: _Seeds.value, _Seeds.frameworks = n, done
     return n
 
@@ -292,8 +302,7 @@ def attach_data(run, rec):
     if cap is not None: cap.data[rec['name']] = kept
     if getattr(run, 'usage', None) is not None:  # the data a run processed, for quota accounting and estimates
         run.usage['data_rows'] += rec.get('rows') or 0; run.usage['data_mb'] += (rec.get('bytes') or 0)/2**20
-    for k in ('fingerprint', 'role', 'rows', 'source', 'profile'):
-        if kept.get(k) is not None: tracking.set_tag(f"mlops_nb.data.{rec['name']}.{k}", kept[k], run=run)
+    tracking.set_meta(run, **{f"data.{rec['name']}.{k}": kept.get(k) for k in ('fingerprint', 'role', 'rows', 'source', 'profile')})
     # MLflow's own view of it: a dataset input (its UI's Dataset column, a model's lineage to its data)
     schema = kept.get('columns') if rec.get('kind') == 'dataframe' else None
     tracking.log_dataset(rec['name'], rec['fingerprint'][:16], red.text(str(kept['source'])) if kept.get('source') else None,
@@ -408,11 +417,14 @@ class RunCapture:
         from mlops_nb import tracking
         try:
             self.context, self.files = capture_context(self.run.tracker.settings, self.run.notebook, self.user_ns, papermill=self.papermill)
-            for k, v in context_tags(self.context).items(): tracking.set_tag(k, v, run=self.run)
+            tags = context_tags(self.context)  # MLflow's own `mlflow.source.git.*` as tags; ours into `mlops_nb.meta`
+            for k, v in tags.items():
+                if not k.startswith('mlops_nb.'): tracking.set_tag(k, v, run=self.run)
+            tracking.set_meta(self.run, **{k[9:]: v for k, v in tags.items() if k.startswith('mlops_nb.')})
             self._journal('start')
         except Exception as e:  # capture must never break tracking: say so on the run instead
             self.error = f"{type(e).__name__}: {e}"
-            try: tracking.set_tag('mlops_nb.capture_error', self.error[:500], run=self.run)
+            try: tracking.set_meta(self.run, capture_error=self.error[:500])
             except Exception: pass  # the process is shutting down and its journal is closed: nothing left to tell
 
     def _journal(self, phase):

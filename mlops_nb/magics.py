@@ -61,8 +61,9 @@ def _parsers():
     p.add_argument('pairs', nargs='+', type=_kv, metavar='KEY=VALUE'); p.add_argument('--step', type=int, default=None)
     p.add_argument('--param', action='store_true', help="log numbers as params too")
     sub.add_parser('status', help="the run, experiment, store, backlog and a link")
-    p = sub.add_parser('runs', help="a table of recent runs with their key metrics")
+    p = sub.add_parser('runs', help="recent runs: the params and metrics that differ; sort, filter, select to compare curves")
     p.add_argument('--last', type=int, default=10); p.add_argument('--experiment', '-e')
+    p.add_argument('--all', action='store_true', help="every param and metric, not only those that differ")
     sub.add_parser('open', help="a link to the run in the MLflow UI")
     sub.add_parser('live', help="the live view of the run (shown under `track` too): a widget in a notebook, a text summary in a terminal")
     p = sub.add_parser('autolog', help="scikit-learn and LightGBM autologging into the active run")
@@ -95,8 +96,8 @@ def _number(v):
     except ValueError: return None
 
 def _link(settings, run_id, experiment_id=None):
-    "The run's page in the MLflow UI that really runs, or a hint: `live.run_link`, one definition for the magics and the live view."
-    from mlops_nb.live import run_link
+    "The run's page in the MLflow UI that really runs; a hint if none does (`store.run_link`: the live view and the runs table link the same way)."
+    from mlops_nb.store import run_link
     return run_link(settings, run_id, experiment_id)
 
 def _hook(ip, cells):
@@ -110,6 +111,7 @@ def _unhook(ip):
     for ev, fn in (('pre_run_cell', cells.pre), ('post_run_cell', cells.post)):
         try: ip.events.unregister(ev, fn)
         except ValueError: pass
+    cells._untee()  # unhooked mid-cell (`%mlops stop`): its `post` will not come to give the cell's streams back
     ip._mlops_cells = None
 
 @magics_class
@@ -199,18 +201,16 @@ class MlopsMagics(Magics):
 
     def _runs(self, a, cell):
         from mlops_nb import tracking as T
-        from mlops_nb.config import resolve_settings
-        from mlops_nb.store import open_client
-        t = T.current_tracker()
-        s = t.settings if t else resolve_settings()
-        c = open_client(s)
-        exp = c.get_experiment_by_name(a.experiment or (T.active_run().experiment if T.active_run() else s.experiment))
-        if exp is None: return print("No such experiment yet.")
-        import pandas as pd
-        runs = c.search_runs([exp.experiment_id], max_results=a.last, order_by=['attributes.start_time DESC'])
-        return pd.DataFrame([dict(run_id=r.info.run_id, name=r.info.run_name, status=r.info.status,
-                                  start=pd.to_datetime(r.info.start_time, unit='ms'),
-                                  **{k: v for k, v in r.data.metrics.items() if not k.startswith(('system/', 'usage/'))}) for r in runs])
+        from mlops_nb.runs_view import runs_data, runs_widget
+        t, run = T.current_tracker(), T.active_run()
+        s = t.settings if t else None
+        data = runs_data(s, a.experiment or (run.experiment if run else None), a.last, a.all)  # through the read barrier
+        if self._widgets():
+            try: return runs_widget(data, s)
+            except ImportError: print("(anywidget is not installed: showing the table; pip install \"mlops-nb[widgets]\")")
+        print(f"Experiment {data.experiment!r} ({data.experiment_id}): {len(data.rows)} runs; "
+              + ("every param and metric" if a.all else "the params and metrics that differ (--all: every one)"))
+        return data.to_frame()
 
     def _open(self, a, cell):
         from mlops_nb import tracking as T
@@ -251,7 +251,10 @@ class MlopsMagics(Magics):
         from mlops_nb import tracking as T
         from mlops_nb.reproduce import diff_runs
         t = T.current_tracker()
-        print(diff_runs(a.run_a, a.run_b, t.settings if t else None))  # reads see what this kernel journaled
+        d = diff_runs(a.run_a, a.run_b, t.settings if t else None)  # reads see what this kernel journaled
+        if not self._widgets(): return print(d)
+        from IPython.display import display
+        display({'text/html': d.to_html(), 'text/plain': str(d)}, raw=True)
 
     def _widgets(self):
         "Whether a front end can show widgets: a Jupyter kernel (JupyterLab, Notebook, VS Code), not a terminal IPython."

@@ -17,6 +17,7 @@ from .config import Settings, resolve_settings
 from .errors import MlopsNbError, NotebookRunError, StoreError, missing_dependency
 from .params import read_parameters, check_parameters, load_notebook, ParameterError
 from .redact import Redactor
+from .names import usage_metrics
 
 # %% ../nbs/14_pipeline.ipynb #221e4b99
 _SETUP_TAG = 'mlops-nb-run'
@@ -182,7 +183,7 @@ def _finish_run(client, s, job:dict):
                                    Metric('pipeline/kernel_cpu_seconds', job['cpu'], now, 0)]
     tags = [RunTag('mlops_nb.pipeline.status', r['status'])] + ([RunTag('mlops_nb.pipeline.error', red.text(r['error']))] if r['error'] else [])
     if job.get('quota_stopped'): tags.append(RunTag('mlops_nb.quota.stopped', job['quota_stopped']))
-    ms += [Metric(f"usage/{k}", float(v), now, 0) for k, v in (job.get('usage') or {}).items()]
+    ms += [Metric(k, v, now, 0) for k, v in usage_metrics(job.get('usage') or {}).items()]
     client.log_batch(rid, metrics=ms, params=ps, tags=tags)
     out = r['output'] if r['output'] and Path(r['output']).is_file() else None
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import MlopsNbError, missing_dependency, ProfileError
+from .names import meta_of
 
 # %% ../nbs/17_profiles.ipynb #68579ab2
 def import_datasketches():
@@ -455,10 +456,11 @@ def load_profile(source,  # A profile file, or the id of a run that tracked data
     client = open_client(settings_for(settings=settings))
     try: run = client.get_run(source)
     except Exception as e: raise ProfileError(f"No run {source!r} in the store: {e}", fix="Pass the id of a run in this project's store.") from None
-    names = sorted(k.split('.')[2] for k in run.data.tags if k.startswith('mlops_nb.data.') and k.endswith('.profile'))
+    meta = meta_of(run.data.tags)
+    names = sorted(k.split('.')[1] for k in meta if k.startswith('data.') and k.endswith('.profile'))
     if name is None:
         if len(names) == 1: name = names[0]
-        else: name = next((n for n in names if run.data.tags.get(f'mlops_nb.data.{n}.role') == 'train'), None)
+        else: name = next((n for n in names if meta.get(f'data.{n}.role') == 'train'), None)
     if name is None or name not in names:
         raise ProfileError(f"Run {source} has no data profile named {name!r}; it has {names or 'none'}.",
                            fix="Pass `name=` one of those, or track the data with `mn.track_data(df, name)` in that run.")

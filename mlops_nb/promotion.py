@@ -20,6 +20,7 @@ from .store import open_client
 from .tracking import settings_for
 from .gates import Gate, parse_gate, gate_table, OPS
 from .audit import MAX_TEXT, MAX_REASON, escape_text, bounded_text, identity, verified_identity, AuditRecord, write_audit, history
+from .names import SCHEMA
 
 # %% ../nbs/24_promotion.ipynb #e7369b6c
 @dataclass
@@ -200,7 +201,7 @@ def evaluate_gates(client, model:str, version:int, gates:list, champion:int|None
             from mlflow.exceptions import MlflowException
             try: run = client.get_run(mv.run_id) if mv.run_id else None
             except MlflowException: run = None
-            schema = run.data.tags.get('schema') if run else None
+            schema = (run.data.tags.get(SCHEMA) or run.data.tags.get('schema')) if run else None  # `schema`: runs before the prefix
             ok = run is not None and run.info.status == 'FINISHED' and schema in ('ok', 'created')
             rows.append([g.text, 'training data validated (schema ok)', f"schema {schema or 'not checked'}, run {run.info.status if run else 'missing'}", ok])
     return rows

@@ -17,6 +17,7 @@ from pathlib import Path
 from .config import ConfigError, Settings, project_section
 from .errors import MlopsNbError, QuotaError
 from .journal import store_key
+from .names import usage_of
 
 # %% ../nbs/22_quota.ipynb #c971b9f8
 _UNITS = dict(m=60, h=3600, d=86400, w=604800)
@@ -208,10 +209,10 @@ def usage_runs(settings:Settings, since:float|None=None,  # Seconds back from no
         page = c.search_runs(list(names), flt, max_results=1000, order_by=['attributes.start_time DESC'], page_token=token)
         for r in page:
             t = r.data.tags
-            if t.get('mlops_nb.sweep') == 'parent' or ('mlflow.parentRunId' in t and 'usage/cpu_s' not in r.data.metrics): continue  # nested work counts in its run
+            if t.get('mlops_nb.sweep') == 'parent' or ('mlflow.parentRunId' in t and 'cpu_s' not in usage_of(r.data.metrics)): continue  # nested work counts in its run
             p = pipeline_of(t, r.info.run_name)
             if pipeline is not None and p != pipeline: continue
-            usage = {k[6:]: v for k, v in r.data.metrics.items() if k.startswith('usage/')}
+            usage = usage_of(r.data.metrics)  # `system/run_*`, or `usage/*` for runs logged before the rename
             out.append(dict(run_id=r.info.run_id, pipeline=p, experiment=names[r.info.experiment_id], start=r.info.start_time/1000,
                             status=r.info.status, params=dict(r.data.params), usage=usage))
         token = page.token

@@ -20,6 +20,7 @@ from .errors import MlopsNbError, TrackingError, missing_dependency, GateError, 
 from .store import open_client
 from .tracking import settings_for
 from .gates import OPS, parse_gate, thresholds_to_gates
+from .names import meta_of
 
 # %% ../nbs/15_registry.ipynb #cccc1760
 def store_error(what, e, settings):
@@ -103,7 +104,8 @@ def lineage_tags(run,  # An MLflow `Run`
                  extra:dict|None=None):  # More tags, e.g. `{'ticket': 'ML-42'}`
     "The model-version tags that tie a model to `run`: run id, data fingerprints, params, git commit, notebook, plus `extra`."
     tags = {'mlops_nb.run_id': run.info.run_id}
-    for k, v in sorted(run.data.tags.items()):
+    kept = run.data.tags | {f"mlops_nb.{k}": v for k, v in meta_of(run.data.tags).items()}  # bookkeeping is in `mlops_nb.meta`
+    for k, v in sorted(kept.items()):
         if _FINGERPRINT.fullmatch(k): tags[k] = v
         elif k in _VERSION_TAGS: tags[_VERSION_TAGS[k]] = v
     tags |= {f"mlops_nb.param.{k}": v for k, v in sorted(run.data.params.items())}

@@ -16,6 +16,7 @@ from pathlib import Path
 from .config import Settings, resolve_settings, redact_uri
 from .errors import ReproduceError, TrackingError, missing_dependency
 from .capture import run_git
+from .names import meta_of
 
 # %% ../nbs/12_reproduce.ipynb #8346e52a
 def load_context(client, run_id:str):  # An `MlflowClient`; the run
@@ -78,9 +79,25 @@ class RunDiff:
         missing = [r for r, has in zip((self.a, self.b), self.contexts) if not has]
         if missing: lines.append(f"(no recorded context for {', '.join(missing)}: only params and metrics compared)")
         return '\n'.join(lines)
+    def to_html(self):
+        "The differences as an HTML table, section by section (what `%mlops diff` shows in a notebook)."
+        import html
+        esc = lambda v: html.escape(_show(v))
+        if not self.rows: return f"<p>{html.escape(str(self))}</p>"
+        td = 'style="padding:1px 10px"'
+        out = ['<table class="mn-diff" style="border-collapse:collapse;font:13px system-ui,sans-serif"><thead><tr><th></th>',
+               f'<th style="text-align:left;padding:2px 10px">A: {html.escape(self.a[:12])}</th><th style="text-align:left;padding:2px 10px">B: {html.escape(self.b[:12])}</th></tr></thead><tbody>']
+        for s in _SECTIONS:
+            if not (rows := self.section(s)): continue
+            out.append(f'<tr><th colspan="3" style="text-align:left;padding:6px 4px 2px;border-bottom:1px solid #ccc">{s}</th></tr>')
+            out += [f'<tr><td style="padding:1px 10px 1px 14px;font-family:monospace">{html.escape(str(k))}</td><td {td}>{esc(x)}</td><td {td}>{esc(y)}</td></tr>' for _, k, x, y in rows]
+        missing = [r for r, has in zip((self.a, self.b), self.contexts) if not has]
+        note = f"<p>(no recorded context for {html.escape(', '.join(missing))}: only params and metrics compared)</p>" if missing else ''
+        return ''.join(out) + '</tbody></table>' + note
 
 def _show(v): return '-' if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))[:60]
 
+# %% ../nbs/12_reproduce.ipynb #f1de3288
 def diff_runs(a:str, b:str,  # MLflow run ids
               settings:Settings|None=None):  # Which store; default `resolve_settings()`
     "A `RunDiff` of runs `a` and `b`: every param, metric, code, data, package, environment and seed difference."
@@ -336,8 +353,8 @@ def reproduce(run_id:str,  # The MLflow run to re-create
         out.metrics.append(dict(key=k, original=a[-1][1] if a else None, new=b[-1][1] if b else None, max_diff=diff, steps=len(b), ok=ok))
     if not out.reproduced:
         out.causes = likely_causes(ctx, load_context(c, out.new_run_id))
-        t = run.data.tags
-        if t.get('mlops_nb.out_of_order') == 'True' or int(t.get('mlops_nb.reruns') or 0):
+        t = meta_of(run.data.tags)
+        if t.get('out_of_order') == 'True' or int(t.get('reruns') or 0):
             out.causes.insert(0, "the original run executed cells out of order or re-ran some; the re-run went top to bottom")
     return out
 

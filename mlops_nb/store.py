@@ -6,8 +6,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/store.html.md"""
 
 # %% auto #0
 __all__ = ['EXPERIMENT_TAGS', 'mlflow_version', 'template_path', 'import_mlflow', 'build_template', 'StoreInfo', 'ensure_store',
-           'before_reads', 'open_client', 'ui_file', 'running_ui', 'retry_sqlite', 'end_run', 'experiment_location',
-           'experiment_id']
+           'before_reads', 'open_client', 'ui_file', 'running_ui', 'run_link', 'retry_sqlite', 'end_run',
+           'experiment_location', 'experiment_id']
 
 # %% ../nbs/02_store.ipynb #7033e10f
 import os, shutil, sqlite3, time, uuid
@@ -173,6 +173,15 @@ def running_ui(settings:Settings):
     try: info = json.loads(ui_file(settings).read_text()); os.kill(int(info['pid']), 0)
     except (OSError, ValueError, KeyError, TypeError): return None
     return info.get('url')
+
+def run_link(settings:Settings,  # The run's store
+             run_id:str,  # MLflow run id
+             experiment_id:str|None=None):  # Its experiment's id
+    "The run's page in the MLflow UI that really runs (a tracking server's own, or `mlops-nb ui`'s); a hint if none does."
+    base = settings.tracking_uri if settings.tracking_uri.startswith('http') else running_ui(settings)
+    if base is None: return "no MLflow UI is running: `%mlops ui` starts one"
+    return f"{redact_uri(base).rstrip('/')}/#/experiments/{experiment_id or '0'}/runs/{run_id}"
+
 
 # %% ../nbs/02_store.ipynb #497c22b4
 def _slug(name):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, REPO
+from mlops_nb.names import meta_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CHROMIUM = Path('/usr/bin/chromium')
@@ -133,7 +134,7 @@ def test_magics_track_a_training_cell_in_jupyterlab(lab, browser):
     (run,) = c.search_runs([c.get_experiment_by_name('browser-demo').experiment_id], "tags.mlflow.runName = 'browser-first'")
     assert run.info.status == 'FINISHED' and run.data.metrics['accuracy'] > 0.9
     assert run.data.tags['mlflow.source.name'] == str(lab['root']/'first.ipynb')  # the path JupyterLab gave the kernel
-    assert run.data.tags['mlops_nb.notebook_source'] == 'jupyter'
+    assert meta_of(run.data.tags)['notebook_source'] == 'jupyter'
 
 
 DRIFT_DATA = ("import numpy as np, pandas as pd\ng = np.random.default_rng(1)\n"
@@ -168,7 +169,7 @@ def test_quota_widget_draws_budgets_with_their_labels(lab, browser):
     exp = c.get_experiment_by_name(s.experiment) or c.get_experiment(c.create_experiment(s.experiment))
     for cpu in (1500, 1400):
         r = c.create_run(exp.experiment_id, tags={'mlops_nb.pipeline': 'train.ipynb'})
-        c.log_batch(r.info.run_id, metrics=[Metric('usage/cpu_s', cpu, int(time.time()*1000), 0)]); c.set_terminated(r.info.run_id)
+        c.log_batch(r.info.run_id, metrics=[Metric('system/run_cpu_seconds', cpu, int(time.time()*1000), 0)]); c.set_terminated(r.info.run_id)
     _nb(lab['root']/'quota.ipynb', '%load_ext mlops_nb', '%mlops quota')
     page = _open(lab, browser, 'quota.ipynb')
     _run_all(page)
@@ -181,4 +182,44 @@ def test_quota_widget_draws_budgets_with_their_labels(lab, browser):
     # journal is in the store by the time anything reads it): amber, near the soft mark
     _wait_for(page, cell, 'text=/0\\.8[0-4]\\d? \\/ 1 CPU-hours/')
     page.screenshot(path=str(SHOTS/'quota_widget.png'), full_page=True)
+    page.close()
+
+
+RUNS = ("import mlops_nb as mn\n"
+        "for lr in (0.1, 0.3, 0.2):\n"
+        "    with mn.track('compare', f'lr-{lr}', system_metrics=None):\n"
+        "        mn.log_param('lr', lr); mn.log_param('seed', 7)\n"
+        "        for step in range(20): mn.log_metric('loss', 1 / (1 + step * lr), step)\n"
+        "        mn.log_metric('acc', round(0.8 + lr / 2, 3))\n"
+        "print('made 3 runs')")
+
+
+def test_runs_table_sorts_by_a_metric_and_overlays_the_curves_of_two_selected_runs(lab, browser):
+    _nb(lab['root']/'runs.ipynb', '%load_ext mlops_nb', RUNS, '%mlops runs --experiment compare')
+    page = _open(lab, browser, 'runs.ipynb')
+    _run_all(page)
+    _wait_text(page, 1, 'made 3 runs')
+    cell = page.locator('.jp-Notebook .jp-CodeCell').nth(2)
+    _wait_for(page, cell, '.mnrv-table tbody tr')
+    names = lambda: cell.locator('.mnrv-table tbody td.mnrv-name').all_inner_texts()
+    assert names() == ['lr-0.2', 'lr-0.3', 'lr-0.1'], names()               # newest first
+    heads = cell.locator('.mnrv-table thead th').all_inner_texts()
+    assert 'lr' in heads and 'acc' in heads and 'loss' in heads and 'seed' not in heads, heads  # only what differs
+    cell.locator('.mnrv-table th[data-key="acc"]').click()                   # a metric: best first
+    assert cell.locator('th[data-key="acc"]').get_attribute('aria-sort') == 'descending'
+    assert names() == ['lr-0.3', 'lr-0.2', 'lr-0.1'], names()
+    assert cell.locator('.mnrv-table tbody td.mnrv-metric[data-key="acc"]').all_inner_texts() == ['0.95', '0.9', '0.85']
+    cell.locator('.mnrv-table th[data-key="acc"]').click()                   # again: the other way
+    assert names() == ['lr-0.1', 'lr-0.2', 'lr-0.3'], names()
+    cell.locator('input.mnrv-select').nth(0).check(); cell.locator('input.mnrv-select').nth(2).check()  # lr-0.1 and lr-0.3
+    _wait_for(page, cell, 'svg.mnrv-curves[data-metric="acc"], svg.mnrv-curves')
+    cell.locator('select.mnrv-metric').select_option('loss')
+    curves = cell.locator('svg.mnrv-curves[data-metric="loss"] polyline.mnrv-curve')
+    curves.nth(1).wait_for(timeout=30_000)
+    assert curves.count() == 2
+    assert all(len(curves.nth(i).get_attribute('points').split()) == 20 for i in range(2))  # 20 steps each, from the store
+    assert cell.locator('svg.mnrv-parcoords polyline.mnrv-pc-on').count() == 2
+    cell.locator('input.mnrv-filter').fill('lr>0.15')
+    assert sorted(names()) == ['lr-0.2', 'lr-0.3'], names()
+    page.screenshot(path=str(SHOTS/'runs_table.png'), full_page=True)
     page.close()

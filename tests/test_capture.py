@@ -9,6 +9,7 @@ from mlops_nb import tracking
 from mlops_nb.config import resolve_settings
 from mlops_nb.store import open_client
 from conftest import BIN
+from mlops_nb.names import meta_of
 
 
 @pytest.fixture
@@ -37,9 +38,9 @@ def test_data_and_seed_recorded_before_the_run_starts_are_attached_to_it(project
     assert mn.sync(60)
     c = open_client(resolve_settings())
     r = c.get_run(run.run_id)
-    assert r.data.tags['mlops_nb.seed'] == '7'
-    assert r.data.tags['mlops_nb.data.train.fingerprint'] == rec['fingerprint']
-    assert (r.data.tags['mlops_nb.data.train.rows'], r.data.tags['mlops_nb.data.holdout.role']) == ('1000', 'eval')
+    assert meta_of(r.data.tags)['seed'] == '7'
+    assert meta_of(r.data.tags)['data.train.fingerprint'] == rec['fingerprint']
+    assert (meta_of(r.data.tags)['data.train.rows'], meta_of(r.data.tags)['data.holdout.role']) == ('1000', 'eval')
     ctx = _context(c, run.run_id, tmp_path)
     assert set(ctx['data']) == {'train', 'holdout'} and ctx['data']['train']['source'] == 'warehouse.table_x'
     assert ctx['seeds']['seed'] == 7 and ctx['seeds']['seeded'] and ctx['params']['logged'] == {'lr': '0.1'}
@@ -72,7 +73,7 @@ def test_a_failing_capture_is_reported_on_the_run_and_does_not_stop_it(project, 
     assert mn.sync(60)
     r = open_client(resolve_settings()).get_run(run.run_id)
     assert r.info.status == 'FINISHED' and r.data.metrics['m'] == 1.0
-    assert r.data.tags['mlops_nb.capture_error'] == 'OSError: disk full'
+    assert meta_of(r.data.tags)['capture_error'] == 'OSError: disk full'
 
 
 def test_bad_tags_variable_names_value_and_fix(project, fresh_tracker, monkeypatch):
@@ -100,7 +101,7 @@ def test_a_papermill_run_records_code_modules_notebook_and_parameters(project, t
     assert r.returncode == 0, r.stderr[-2000:]
     c = open_client(resolve_settings(project_dir=project))
     run = c.search_runs([c.get_experiment_by_name('demo-project').experiment_id])[0]
-    t = run.data.tags
+    t = run.data.tags | {f'mlops_nb.{k}': v for k, v in meta_of(run.data.tags).items()}
     assert t['mlflow.source.git.commit'] == run_git(project, 'rev-parse', 'HEAD').strip()
     assert (t['mlflow.source.git.branch'], t['mlflow.source.git.repoURL'], t['mlops_nb.git.dirty']) == ('dev', 'git@github.com:org/proj.git', 'True')
     assert json.loads(t['mlops_nb.papermill.parameters']) == {'alpha': 0.5, 'layers': [16, 4]}

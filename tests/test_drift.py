@@ -14,6 +14,7 @@ from mlops_nb.drift import DRIFT_EXIT, drift
 from mlops_nb.profiles import load_profile, merge_profiles, profile, read_profile, save_profile
 from mlops_nb.store import open_client
 from conftest import mlops_nb_cli
+from mlops_nb.names import meta_of
 
 
 def frame(n, seed=0, shift=0.0, missing=0.0, cats=('a', 'b', 'c', 'd')):
@@ -72,7 +73,7 @@ def test_track_data_stores_a_profile_that_drift_reads_back_by_run_id(project, fr
     assert rec['profile'].rows == 5000 and mn.sync(60)
     c = open_client(resolve_settings())
     tags = c.get_run(run.run_id).data.tags
-    assert tags['mlops_nb.data.train.profile'] == 'data/train.profile.json'
+    assert meta_of(tags)['data.train.profile'] == 'data/train.profile.json'
     back = load_profile(run.run_id)
     assert back.kinds == rec['profile'].kinds and back['x'].moments == rec['profile']['x'].moments
     rep = drift(run.run_id, frame(5000, seed=3, shift=0.3), log=False)

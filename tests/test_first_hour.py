@@ -41,7 +41,7 @@ import mlflow.sklearn
 if READ:
     got = mn.load_run(first.wait_for_id(30))
     import json
-    print('RYW', json.dumps(dict(status=got.status, m=got.metrics.get('m'), usage=sorted(k for k in got.metrics if k.startswith('usage/')))))
+    print('RYW', json.dumps(dict(status=got.status, m=got.metrics.get('m'), usage=sorted(k for k in got.metrics if k.startswith('system/run_')))))
 print('IMPORT OK')
 """
 
@@ -67,7 +67,7 @@ def test_twenty_fresh_processes_import_mlflow_read_their_writes_and_land_without
         if i % 2 == 0:
             got = json.loads(r.stdout.split('RYW ', 1)[1].splitlines()[0])
             assert got['status'] == 'FINISHED' and got['m'] == 99.0, got
-            assert {'usage/cpu_s', 'usage/wall_s', 'usage/peak_rss_mb'} <= set(got['usage']), got
+            assert {'system/run_cpu_seconds', 'system/run_wall_seconds', 'system/run_peak_memory_megabytes'} <= set(got['usage']), got
         else: assert landed is not None and landed <= 10.0, f"process {i}: runs in the store {landed} s after exit"  # 5 s: the benchmark's
 
 

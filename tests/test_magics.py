@@ -129,3 +129,40 @@ def test_promote_moves_an_alias_through_its_gates_and_refuses_with_the_table(ip)
     with pytest.raises(UsageError) as e: ip.run_line_magic('mlops', 'promote churn@2 --to champion --gate auc>=champion')
     assert 'refused: 1 of 1 gates failed' in str(e.value) and 'auc>=champion' in str(e.value) and _alias(c) == 1
     with pytest.raises(UsageError, match='the following arguments are required: --to'): ip.run_line_magic('mlops', 'promote churn@2')
+
+
+def test_runs_shows_only_the_columns_that_differ_children_under_parents_and_all_with_a_flag(ip, capsys):
+    for lr in (0.1, 0.2):
+        ip.run_line_magic('mlops', f'track --experiment cols --name lr{lr} --system-metrics 0')
+        ip.run_line_magic('mlops', f'log lr={lr} seed=7 --param')
+        ip.run_line_magic('mlops', f'log acc={lr * 4}')
+        if lr == 0.2: ip.run_cell_magic('mlops', 'track --name child', "import mlops_nb as mn\nmn.log_metric('acc', 0.5)")
+    ip.run_line_magic('mlops', 'stop')  # no sync: `%mlops runs` reads through the read barrier
+    capsys.readouterr()
+    df = ip.run_line_magic('mlops', 'runs --experiment cols')
+    assert capsys.readouterr().out.startswith("Experiment 'cols' (")  # which experiment the table shows
+    assert list(df.columns) == ['run_id', 'name', 'status', 'start', 'parent', 'lr', 'acc']  # seed is the same everywhere
+    assert list(df['name']) == ['lr0.2', 'child', 'lr0.1'] and df['parent'][1] == df['run_id'][0]
+    assert list(df['acc']) == [0.8, 0.5, 0.4] and list(df['lr'].fillna('-')) == ['0.2', '-', '0.1']
+    assert 'seed' in ip.run_line_magic('mlops', 'runs --experiment cols --all').columns
+    with pytest.raises(UsageError, match="No experiment 'nope'"): ip.run_line_magic('mlops', 'runs --experiment nope')
+
+
+def test_runs_and_diff_render_as_a_widget_and_a_table_where_widgets_show(ip, monkeypatch):
+    from IPython.utils.capture import capture_output
+    from mlops_nb.magics import MlopsMagics
+    ids = []
+    for lr in (0.1, 0.3):
+        ip.run_line_magic('mlops', 'track --experiment w --system-metrics 0')
+        ip.run_line_magic('mlops', f'log lr={lr} --param'); ip.run_line_magic('mlops', f'log loss={lr}')
+        ids.append(mn.active_run()); ip.run_line_magic('mlops', 'stop')
+    monkeypatch.setattr(MlopsMagics, '_widgets', lambda self: True)  # as in a Jupyter kernel
+    w = ip.run_line_magic('mlops', 'runs --experiment w')
+    assert type(w).__name__ == 'RunsWidget' and [c['key'] for c in w.columns] == ['lr', 'loss']
+    assert w.experiment.startswith('w (') and [r['params']['lr'] for r in w.rows] == ['0.3', '0.1']
+    w.selected = [ids[0].run_id]  # what ticking a run in the browser sends
+    assert w.curves == {ids[0].run_id: {'loss': [[0, 0.1]]}}
+    assert "Experiment 'w'" in w._repr_mimebundle_()[0]['text/plain']  # a front end without widgets shows the text table
+    with capture_output() as cap: ip.run_line_magic('mlops', f'diff {ids[0].run_id} {ids[1].run_id}')
+    out = cap.outputs[-1].data
+    assert '>params</th>' in out['text/html'] and '>0.1</td>' in out['text/html'] and '[params]' in out['text/plain']

@@ -7,6 +7,7 @@ import pytest
 from conftest import mlops_nb_cli, BIN
 from mlops_nb.config import resolve_settings
 from mlops_nb.store import open_client
+from mlops_nb.names import meta_of
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,7 @@ def test_run_tracks_one_run_with_parameters_metrics_and_the_executed_notebook(pr
     assert (run.data.params['lr'], run.data.params['epochs']) == ('0.5', '2')
     assert [m.value for m in c.get_metric_history(run.info.run_id, 'loss')] == [0.5, 0.25]
     assert run.data.metrics['pipeline/wall_seconds'] > 0 and run.data.metrics['pipeline/kernel_peak_rss_mb'] > 10
-    assert run.data.tags['mlops_nb.notebook_source'] == 'mlops-nb run' and run.data.tags['mlflow.source.name'] == str(project/'train.ipynb')
+    assert meta_of(run.data.tags)['notebook_source'] == 'mlops-nb run' and run.data.tags['mlflow.source.name'] == str(project/'train.ipynb')
     arts = {a.path for a in c.list_artifacts(run.info.run_id, 'pipeline')}
     assert any(p.endswith('.ipynb') for p in arts) and any(p.endswith('.html') for p in arts), arts
     executed = json.loads(Path(c.download_artifacts(run.info.run_id, next(p for p in arts if p.endswith('.ipynb')), str(project/'dl'))).read_text())

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import mlops_nb as mn
+from mlops_nb.names import usage_metrics, usage_of
 from mlops_nb import tracking
 from mlops_nb.config import resolve_settings
 from mlops_nb.store import ensure_store, open_client
@@ -27,14 +28,16 @@ def _pyproject(project, quota, extra=''):
 
 
 def _history(project, runs):
-    "Finished runs with usage metrics and params, as earlier runs of pipelines leave them."
+    """Finished runs with usage metrics and params, as earlier runs of pipelines leave them: every other one with the
+    names from before the rename (`usage/cpu_s`), which quotas still count."""
     s = resolve_settings(project_dir=project); ensure_store(s); c = open_client(s)
     exp = c.get_experiment_by_name(s.experiment) or c.get_experiment(c.create_experiment(s.experiment))
     from mlflow.entities import Metric, Param, RunTag
     now = int(time.time()*1000)
-    for pipeline, params, usage in runs:
+    for i, (pipeline, params, usage) in enumerate(runs):
         r = c.create_run(exp.experiment_id, run_name=pipeline, tags={'mlops_nb.pipeline': f"{pipeline}.ipynb"})
-        c.log_batch(r.info.run_id, metrics=[Metric(f"usage/{k}", v, now, 0) for k, v in usage.items()],
+        named = {f"usage/{k}": v for k, v in usage.items()} if i % 2 else usage_metrics(usage)
+        c.log_batch(r.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in named.items()],
                     params=[Param(k, str(v)) for k, v in params.items()])
         c.set_terminated(r.info.run_id, 'FINISHED')
     return c
@@ -51,7 +54,8 @@ def test_a_tracked_run_records_what_it_used(project, fresh_tracker, tmp_path):
         time.sleep(0.6); del big
     assert mn.sync(60)
     r = open_client(resolve_settings()).get_run(run.run_id)
-    m = r.data.metrics
+    assert 'usage/cpu_s' not in r.data.metrics and all(k.startswith('system/run_') for k in r.data.metrics), r.data.metrics
+    m = {f"usage/{k}": v for k, v in usage_of(r.data.metrics).items()}  # `system/run_cpu_seconds` by its short key
     assert m['usage/cpu_s'] >= 0.5 and m['usage/wall_s'] >= 1.2 and m['usage/peak_rss_mb'] >= 200, m
     assert m['usage/data_rows'] == 50_000 and 3.0 <= m['usage/artifacts_mb'] < 3.5 and m['usage/mean_rss_mb'] <= m['usage/peak_rss_mb']
     assert r.data.tags['mlops_nb.pipeline'] == 'usage'
@@ -86,7 +90,7 @@ def test_a_pipeline_past_its_memory_limit_is_stopped_within_2_seconds(project):
     c = open_client(resolve_settings(project_dir=project))
     run = c.search_runs([e.experiment_id for e in c.search_experiments()])[0]
     assert run.info.status == 'FAILED' and run.data.tags['mlops_nb.quota.stopped'].startswith('quota: ')
-    assert 0.4 * 1024 <= run.data.metrics['usage/peak_rss_mb'] < 0.4 * 1024 + 400
+    assert 0.4 * 1024 <= run.data.metrics['system/run_peak_memory_megabytes'] < 0.4 * 1024 + 400
     assert any(a.path.endswith('.ipynb') for a in c.list_artifacts(run.info.run_id, 'pipeline'))  # the executed notebook is kept
 
 
@@ -104,7 +108,7 @@ def test_a_spent_shared_budget_refuses_runs_unless_forced_and_alerts_say_so(proj
         c = open_client(resolve_settings(project_dir=project))
         forced = [x for x in c.search_runs([e.experiment_id for e in c.search_experiments()]) if 'mlops_nb.quota.forced' in x.data.tags]
         assert len(forced) == 1 and forced[0].data.tags['mlops_nb.quota.forced'] == 'hotfix for incident 42'
-        assert forced[0].data.metrics['usage/cpu_s'] > 0
+        assert forced[0].data.metrics['system/run_cpu_seconds'] > 0
         kinds = [a['kind'] for a in rec.got]
         assert kinds == ['quota.refused', 'quota.forced'], rec.got
         assert rec.got[0]['value'] == pytest.approx(40/3600) and rec.got[0]['limit'] == 0.01 and rec.got[0]['unit'] == 'CPU-hours'

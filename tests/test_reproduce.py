@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from conftest import mlops_nb_cli, BIN
+from mlops_nb.names import meta_of
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +70,7 @@ def _papermill(project, notebook, tmp_path, **params):
 
 def test_seeded_notebook_reproduces_and_changed_data_is_named(repo, tmp_path):
     run, client = _papermill(repo, 'seeded.ipynb', tmp_path, n_iter=60)
-    assert run.info.status == 'FINISHED' and run.data.tags['mlops_nb.git.dirty'] == 'True'
+    assert run.info.status == 'FINISHED' and meta_of(run.data.tags)['git.dirty'] == 'True'
     r = mlops_nb_cli('reproduce', run.info.run_id, cwd=repo, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'REPRODUCED' in r.stdout and 'NOT' not in r.stdout

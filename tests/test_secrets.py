@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import mlops_nb_cli, BIN
+from mlops_nb.names import meta_of
 
 pytestmark = pytest.mark.integration
 
@@ -195,10 +196,10 @@ def test_papermill_notebook_run_writes_no_planted_secret(project, tmp_path, nb_s
     rid = run.info.run_id
     assert run.info.status == 'FINISHED'
     assert run.data.params == {'password': '***', 'db_password': '***', 'lr': '0.1'}, run.data.params
-    assert run.data.tags['mlops_nb.notebook_source'] == 'papermill'
+    assert meta_of(run.data.tags)['notebook_source'] == 'papermill'
     assert run.data.tags['mlflow.source.git.repoURL'] == CLEAN_REMOTE
-    assert run.data.tags['mlops_nb.git.dirty'] == 'True'
-    assert json.loads(run.data.tags['mlops_nb.papermill.parameters']) == {'api_key': '***'}
+    assert meta_of(run.data.tags)['git.dirty'] == 'True'
+    assert json.loads(meta_of(run.data.tags)['papermill.parameters']) == {'api_key': '***'}
     ctx = json.loads(_artifact(downloaded, rid, 'context/context.json'))
     assert ctx['params']['papermill'] == {'api_key': '***'}
     assert ctx['environment']['env'] == {'MY_SERVICE_TOKEN': '***', 'OMP_NUM_THREADS': '1'}, ctx['environment']['env']

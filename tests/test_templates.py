@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, REPO
+from mlops_nb.names import meta_of
 
 pytestmark = pytest.mark.integration
 
@@ -79,8 +80,8 @@ def test_train_reproduces_registers_a_candidate_with_lineage_and_batch_scores_it
     assert [r.info.status for r in runs] == ['FINISHED', 'FINISHED']
     first, second = runs
     assert _held_out(first) == _held_out(second), "same seed, same data: the held-out metrics must be identical"
-    assert _held_out(second)['auc'] > 0.9 and second.data.tags['gates'] == 'passed'
-    assert (first.data.tags['schema'], second.data.tags['schema']) == ('created', 'ok')
+    assert _held_out(second)['auc'] > 0.9 and second.data.tags['mlops_nb.gates'] == 'passed'
+    assert (first.data.tags['mlops_nb.schema'], second.data.tags['mlops_nb.schema']) == ('created', 'ok')
     assert json.loads((repo/'reference'/'schema.json').read_text())['columns']['target'] == 'int64'
 
     trials = client.search_runs([second.info.experiment_id], f"tags.mlflow.parentRunId = '{second.info.run_id}'")
@@ -93,7 +94,7 @@ def test_train_reproduces_registers_a_candidate_with_lineage_and_batch_scores_it
     assert tags['mlops_nb.run_id'] == second.info.run_id
     for data in ('dataset', 'train', 'test'):
         key = f'mlops_nb.data.{data}.fingerprint'
-        assert tags[key] == second.data.tags[key] == first.data.tags[key]
+        assert tags[key] == meta_of(second.data.tags)[key[9:]] == meta_of(first.data.tags)[key[9:]]
     assert (tags['mlops_nb.param.seed'], tags['mlops_nb.param.n_trials'], tags['optuna.trials']) == ('42', '4', '4')
     assert tags['mlops_nb.param.best.num_leaves'] == second.data.params['best.num_leaves']
     assert tags['mlops_nb.git.commit'] == run_git(repo, 'rev-parse', 'HEAD')
@@ -121,7 +122,7 @@ def test_schema_skew_and_failed_gate_stop_the_run(repo):
     assert 'update the reference schema at' in r.stderr
     runs, _, s = _runs(repo, 'train')
     assert [x.info.status for x in runs] == ['FAILED', 'FAILED']
-    assert runs[0].data.tags['gates'] == 'failed' and 'gates' not in runs[1].data.tags
+    assert runs[0].data.tags['mlops_nb.gates'] == 'failed' and 'mlops_nb.gates' not in runs[1].data.tags
     assert model_version(MODEL, 'candidate', settings=s) is None  # nothing registered
 
 
@@ -134,8 +135,8 @@ def test_monitor_flags_the_shifted_features_only_when_shifted(repo):
     assert shifted.data.tags['mlops_nb.drift.verdict'] == 'drift' and same.data.tags['mlops_nb.drift.verdict'] != 'drift'
     assert shifted.data.metrics['drift/score/mean radius'] > 2 > same.data.metrics['drift/score/mean radius']
     assert len([k for k in same.data.metrics if k.startswith('drift/score/')]) == 31  # 30 features and the label
-    assert shifted.data.tags['mlops_nb.data.batch.role'] == 'serving'
-    assert shifted.data.tags['mlops_nb.data.batch.profile'] == 'data/batch.profile.json'
+    assert meta_of(shifted.data.tags)['data.batch.role'] == 'serving'
+    assert meta_of(shifted.data.tags)['data.batch.profile'] == 'data/batch.profile.json'
     arts = {a.path for a in client.list_artifacts(shifted.info.run_id, 'drift')}
     assert arts == {'drift/drift.json', 'drift/drift.html', 'drift/current.profile.json'}
     report = json.loads(Path(client.download_artifacts(shifted.info.run_id, 'drift/drift.json', str(repo.parent))).read_text())

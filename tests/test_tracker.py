@@ -16,6 +16,7 @@ from mlops_nb.recorder import Tracker
 from mlops_nb.tracker import replay_journals, sync_report, journal_folder
 from _resilience_helpers import wait_until
 from conftest import mlops_nb_cli
+from mlops_nb.names import meta_of
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +43,8 @@ def dead_url():
 
 def metric_rows(db, run_id):
     with closing(sqlite3.connect(db)) as c:
-        # the metrics the test logged: a run's own usage/* accounting (logged at its end) is left out
-        return c.execute("select count(*) from metrics where run_uuid=? and key not like 'usage/%'", (run_id,)).fetchone()[0]
+        # the metrics the test logged: a run's own usage accounting (system/run_*, logged at its end) is left out
+        return c.execute("select count(*) from metrics where run_uuid=? and key not like 'system/run%'", (run_id,)).fetchone()[0]
 
 
 def journal(settings, name=None):
@@ -210,7 +211,7 @@ def test_a_read_right_after_stop_sees_everything(project, settings):
     mn.stop()
     got = mn.load_run(run.wait_for_id(30))  # no sync, no sleep
     assert got.status == 'FINISHED' and got.metrics['m'] == 99
-    assert 'usage/wall_s' in got.metrics and 'usage/cpu_s' in got.metrics
+    assert 'system/run_wall_seconds' in got.metrics and 'system/run_cpu_seconds' in got.metrics
 
 
 def test_double_track_stops_the_first_run_and_resume_continues_it(project, settings):
@@ -234,7 +235,7 @@ def test_seed_belongs_to_its_run(project, settings):
     c_ = mn.track('e', name='next', system_metrics=None); mn.stop()
     d = mn.track('e', name='after', system_metrics=None); mn.stop()
     c = open_client(settings)
-    tags = {r.name: c.get_run(r.wait_for_id(30)).data.tags.get('mlops_nb.seed') for r in (a, b, c_, d)}
+    tags = {r.name: meta_of(c.get_run(r.wait_for_id(30)).data.tags).get('seed') for r in (a, b, c_, d)}
     assert tags == {'seeded': '7', 'unseeded': None, 'next': '3', 'after': None}
 
 
@@ -250,11 +251,11 @@ def test_artifact_is_copied_at_log_time(project, settings):
 
 def test_system_metrics_are_sampled_into_the_run(project, settings):
     run = mn.track('e', settings=settings, system_metrics=0.2)
-    wait_until(lambda: run.tracker.journal.flush() and b'system/cpu_percent' in run.tracker.journal.path.read_bytes(), 30,
+    wait_until(lambda: run.tracker.journal.flush() and b'system/cpu_utilization_percentage' in run.tracker.journal.path.read_bytes(), 30,
                what='a system metrics sample in the journal')
     mn.stop()
     metrics = open_client(settings).get_run(run.wait_for_id(30)).data.metrics
-    assert {'system/cpu_percent', 'system/memory_percent', 'system/process_rss_mb'} <= set(metrics)
+    assert {'system/cpu_utilization_percentage', 'system/system_memory_usage_percentage', 'system/process_memory_rss_megabytes'} <= set(metrics)
 
 
 def test_load_ext_track_and_stop_never_import_mlflow(project):
@@ -290,8 +291,8 @@ def test_cell_history_in_a_real_ipython_shell(project, settings):
     run = mn.active_run()
     ip.run_cell('%mlops stop')
     c = open_client(settings)
-    tags = c.get_run(run.wait_for_id(30)).data.tags
-    assert tags['mlops_nb.errors'] == '1' and tags['mlops_nb.reruns'] == '1' and int(tags['mlops_nb.cells_run']) >= 3
+    tags = meta_of(c.get_run(run.wait_for_id(30)).data.tags)
+    assert tags['errors'] == '1' and tags['reruns'] == '1' and int(tags['cells_run']) >= 3
     arts = {a.path for a in c.list_artifacts(run.run_id, 'notebook')}
     assert {'notebook/cells.json', 'notebook/executed.ipynb'} <= arts
 

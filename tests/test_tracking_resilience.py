@@ -13,6 +13,7 @@ from _resilience_helpers import (wait_until, free_port, clean_env, stop_group, q
                                  run_tags, run_status, MlflowServer, Kernel, kernel)
 from mlops_nb.config import resolve_settings
 from mlops_nb.store import ensure_store
+from mlops_nb.names import meta_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -322,7 +323,7 @@ def test_cell_errors_interrupts_and_double_track_keep_the_run_coherent(project, 
         assert run_status(db, first) == 'FINISHED' and run_status(db, second) == 'RUNNING'
         assert metric_steps(db, first) == [1, 2, 3] and metric_steps(db, second) == [4]
         tags = run_tags(db, first)
-        assert (tags['mlops_nb.errors'], tags['mlops_nb.cells_run']) == ('2', '10'), tags  # 10 cells since the track; errors: 1/0, the interrupt
+        assert (meta_of(tags)['errors'], meta_of(tags)['cells_run']) == ('2', '10'), tags  # 10 cells since the track; errors: 1/0, the interrupt
 
         out = k.run('%mlops stop')['stdout']
         assert f"Stopped run {second} (FINISHED)" in out, out
@@ -354,7 +355,7 @@ def test_papermill_run_records_the_input_notebook(project, tmp_path, cache_dir, 
     assert status == 'FINISHED'
     tags = run_tags(_project_db(project), run_uuid)
     assert tags['mlflow.source.name'] == str((nbdir/'train.ipynb').resolve())
-    assert (tags['mlops_nb.notebook_source'], tags['mlflow.source.type']) == ('papermill', 'NOTEBOOK')
+    assert (meta_of(tags)['notebook_source'], tags['mlflow.source.type']) == ('papermill', 'NOTEBOOK')
 
 
 @pytest.fixture
@@ -429,7 +430,7 @@ def test_jupyter_server_session_records_the_notebook_path(project, jupyter_serve
     assert status == 'FINISHED'
     assert tags['mlflow.source.name'].endswith('sub/nb.ipynb'), tags
     assert tags['mlflow.source.name'] == str((root/'sub'/'nb.ipynb').resolve())
-    assert tags['mlops_nb.notebook_source'] == 'jupyter'
+    assert meta_of(tags)['notebook_source'] == 'jupyter'
     renamed = run_tags(_project_db(project), run_by_name(_project_db(project), 'after-rename')[0])
     assert renamed['mlflow.source.name'] == str((root/'sub'/'renamed.ipynb').resolve()), renamed
-    assert renamed['mlops_nb.pipeline'] == 'renamed.ipynb' and renamed.get('mlops_nb.notebook.sha256')
+    assert renamed['mlops_nb.pipeline'] == 'renamed.ipynb' and meta_of(renamed).get('notebook.sha256')
