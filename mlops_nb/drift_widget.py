@@ -175,10 +175,9 @@ def performance_history(experiment:str|None=None,  # Default: the project's (set
                         settings=None):  # Default: the active run's store, else the project's
     "One row per run that logged `estimated/*` metrics, oldest first: `batch` (start time), `run_id`, `name`, the metrics."
     import pandas as pd
-    from mlops_nb import tracking as T
-    from mlops_nb.config import resolve_settings
+    from mlops_nb.tracking import settings_for
     from mlops_nb.store import open_client
-    s = settings or (T._State.tracker.settings if T._State.tracker else resolve_settings())
+    s = settings_for(settings=settings)
     c = open_client(s)
     exp = c.get_experiment_by_name(experiment or s.experiment)
     if exp is None:
