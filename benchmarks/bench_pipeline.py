@@ -200,12 +200,12 @@ around(P, '_finish_run', 'record_start', 'record_end')
 around(P, '_shutdown_kernel', 'shutdown_start', 'shutdown_end')
 around(P, '_render_html', 'html_start', 'html_end')
 around(TR, 'replay_journals', 'replay_start', 'replay_end')
+around(P, 'run_notebook', 'run_notebook')
 _init = P._Finisher.__init__
-def init(self, *a, **kw): mark('run_notebook'); _init(self, *a, **kw)
+def init(self, *a, **kw): mark('papermill_imported'); _init(self, *a, **kw)
 P._Finisher.__init__ = init
 _km = P._kernel_manager
 def km(*a, **kw):
-    mark('papermill_imported')
     import papermill
     around(papermill, 'execute_notebook', 'execute_start', 'execute_end')
     return _km(*a, **kw)
@@ -267,8 +267,8 @@ def ours_phases(Ts):
     d = lambda T, a, b: (T[b] - T[a]) if a in T and b in T else 0.0
     rows = [("interpreter start, site (until the script's first line)", lambda T: d(T, 'launch', 't0')),
             ("import mlops_nb.cli (click, config)", lambda T: d(T, 't0', 'cli_imported')),
-            ("CLI, settings, read + check the notebook", lambda T: d(T, 'cli_imported', 'run_notebook')),
-            ("import papermill, nbformat", lambda T: d(T, 'run_notebook', 'papermill_imported')),
+            ("CLI, settings", lambda T: d(T, 'cli_imported', 'run_notebook')),
+            ("read + check the notebook, import papermill and nbformat, check the store", lambda T: d(T, 'run_notebook', 'papermill_imported')),
             ("kernel manager, output notebook prepared", lambda T: d(T, 'papermill_imported', 'execute_start')),
             ("papermill.execute_notebook: kernel start + 3 cells", lambda T: d(T, 'execute_start', 'execute_end')),
             ("kernel shutdown (it ends its run, closes its journal)", lambda T: d(T, 'execute_end', 'shutdown_end')),

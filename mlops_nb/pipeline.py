@@ -261,11 +261,13 @@ def _write_atomic(path, text):
         raise
 
 class _HtmlPage:
-    "The executed notebook rendered to HTML beside it, in a thread started now; `path()` waits for it (`None` if it failed)."
-    def __init__(self, output):
-        self._path, self._t = None, threading.Thread(target=self._work, args=(output,), daemon=True, name='mlops-nb-html')
+    "The executed notebook rendered to HTML beside it, in a thread started now (once thread `after` is done); `path()` waits for it (`None` if it failed)."
+    def __init__(self, output, after:threading.Thread|None=None):
+        self._path, self._t = None, threading.Thread(target=self._work, args=(output, after), daemon=True, name='mlops-nb-html')
         self._t.start()
-    def _work(self, output): self._path = _render_html(output, Path(output).parent)
+    def _work(self, output, after):
+        if after is not None: after.join()  # nbconvert warmed up: one thread at a time in it
+        self._path = _render_html(output, Path(output).parent)
     def path(self): self._t.join(120); return self._path
 
 def _render_html(output, folder):
@@ -288,9 +290,12 @@ class _Finisher:
             from mlops_nb.store import open_client, retry_sqlite
             try: self.client = retry_sqlite(lambda: open_client(self.s))
             except Exception as e: self.error = e
-        if html:
-            try: import nbconvert  # noqa: F401 (for the HTML, later)
-            except ImportError: pass
+        if html:  # nbconvert's import, and its templates loaded and compiled by a first page: the run's own then takes ~0.1 s
+            try:
+                import nbformat
+                from nbconvert import HTMLExporter
+                HTMLExporter().from_notebook_node(nbformat.v4.new_notebook())
+            except Exception: pass  # no nbconvert: `_render_html` says nothing either, the notebook itself is the record
     def finish(self, job):
         if self._t is not None: self._t.join()
         if self.error is not None: raise self.error
@@ -430,7 +435,7 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
             res.error_name = getattr(e, 'ename', None)
         finally:
             _RedactedFiles.done(out)
-            page = _HtmlPage(out) if html and interrupted is None and out.is_file() else None  # renders while the kernel exits
+            page = _HtmlPage(out, finisher and finisher._t) if html and interrupted is None and out.is_file() else None  # renders while the kernel exits
             _shutdown_kernel(km)  # its journal is replayed next: the kernel must have exited and let go of it
     res.seconds = round(time.perf_counter() - t0, 3)
     if not out.is_file(): res.output = None
