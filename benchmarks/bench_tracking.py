@@ -2,7 +2,7 @@
 
     python benchmarks/bench_tracking.py              # ~2-3 minutes
     python benchmarks/bench_tracking.py --smoke      # ~30 s: every figure once, small (CI runs this so it cannot rot)
-    python benchmarks/bench_tracking.py --first-track 20   # only the first track() figure, with MLflow's start_run as peer (~1 min)
+    python benchmarks/bench_tracking.py --first-track 20   # only the first track() figure, with MLflow's start_run as peer (~3-6 min, mostly the peer)
 
 Per call   median and p99 of `Tracker.log_metric` and `mn.log_metric` vs MLflow's `MlflowClient.log_metric`.
                                                                           Target: ours <= 20 us median.
