@@ -20,7 +20,13 @@ NBS = ROOT/'nbs'
 GUIDES = ROOT/'docs'/'guides'
 SCREENSHOTS = ROOT/'docs'/'screenshots'
 # The order of the guides in the navigation; a guide not listed here comes last.
-GUIDE_ORDER = ['getting_started', 'tracking', 'reproduce', 'pipelines', 'drift_and_quota', 'promotion']
+GUIDE_ORDER = ['getting_started', 'tracking', 'reproduce', 'pipelines', 'drift_and_quota', 'promotion', 'architecture']
+
+
+def notebooks() -> list:
+    "The notebooks of nbs/ and its layer folders, in reading order (folder, then number)."
+    return sorted((p for p in NBS.rglob('*.ipynb') if not p.name.startswith('_') and '.ipynb_checkpoints' not in p.parts),
+                  key=lambda p: p.relative_to(NBS).parts)
 
 
 def page_name(nb: Path) -> str:
@@ -163,12 +169,38 @@ def cli_reference():
     return '\n'.join(parts)
 
 
+def site_url(md: Path, url: str) -> str:
+    "The site's page for a guide's repository-relative link (`tracking.md`, `../../nbs/08_tracking.ipynb`, `../screenshots/x.png`)."
+    if re.match(r'[a-z][a-z0-9+.-]*:', url) or url.startswith(('/', '#')): return url
+    path, frag = (url.split('#', 1) + [''])[:2]
+    target = (md.parent/path).resolve()
+    if target.suffix == '.md' and target.parent == GUIDES.resolve(): page = guide_page(target)
+    elif target.suffix == '.ipynb' and NBS.resolve() in target.parents: page = page_name(target)
+    elif target.parent == SCREENSHOTS.resolve(): page = f'screenshots/{target.name}'
+    elif target == (ROOT/'README.md').resolve(): page = 'getting_started.html'
+    else: return url
+    return page + (f'#{frag}' if frag else '')
+
+
+def check_repo_links(md: Path):
+    "Links of a guide that lead nowhere in the repository (what GitHub shows)."
+    text = md.read_text(encoding='utf-8')
+    problems = []
+    for url in re.findall(r'\]\(([^)\s]+)\)', text):
+        if re.match(r'[a-z][a-z0-9+.-]*:', url) or url.startswith(('/', '#')): continue
+        if not (md.parent/url.split('#')[0]).exists():
+            problems.append(f"{md.relative_to(ROOT)}: the link `{url}` leads nowhere in the repository "
+                            "(guides link to files as GitHub shows them: `tracking.md`, `../../nbs/08_tracking.ipynb`, `../screenshots/x.png`)")
+    return problems
+
+
 def render_guide(md: Path):
-    "A guide's title and its HTML body."
+    "A guide's title and its HTML body, its repository links turned into the site's pages."
     import mistune
     text = md.read_text(encoding='utf-8')
     title = next((l[2:].strip() for l in text.splitlines() if l.startswith('# ')), md.stem)
-    return title, mistune.html(text)
+    body = re.sub(r'\b(href|src)="([^"]+)"', lambda m: f'{m[1]}="{site_url(md, html.unescape(m[2]))}"', mistune.html(text))
+    return title, body
 
 
 def page_shell(title, navigation, body):
@@ -185,7 +217,7 @@ def build(out: Path, execute=True, timeout=600):
     from nbconvert import HTMLExporter
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    nbs = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_'))
+    nbs = notebooks()
     titles = {}
     for p in nbs:
         first = nbformat.read(p, as_version=4).cells[0].source.splitlines()[0]
@@ -206,6 +238,7 @@ def build(out: Path, execute=True, timeout=600):
     problems = []
     for md, (title, body) in guides.items():
         problems += check_text(md.read_text(encoding='utf-8'), md.relative_to(ROOT))
+        problems += check_repo_links(md)
         problems += check_links(body, md.relative_to(ROOT), targets)
     for p in nbs:
         for i, c in enumerate(nbformat.read(p, as_version=4).cells):
@@ -232,7 +265,7 @@ def build(out: Path, execute=True, timeout=600):
         nb = nbformat.read(p, as_version=4)
         if execute:
             old = dict(os.environ); os.environ.update(env)
-            try: NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(NBS)}}).execute()
+            try: NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(p.parent)}}).execute()
             except CellExecutionError as e:
                 sys.exit(f"docs: {p.relative_to(ROOT)} failed while executing:\n{e}")
             finally: os.environ.clear(); os.environ.update(old)

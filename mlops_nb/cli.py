@@ -369,7 +369,7 @@ def rollback_command(model, alias, reason, as_, project_dir):
 @_project_dir
 def history_command(model, alias, as_json, project_dir):
     "Every promotion, approval, refusal and rollback of MODEL, oldest first."
-    from mlops_nb.promotion import history
+    from mlops_nb.audit import history
     recs = history(model, alias, settings=resolve_settings(project_dir=project_dir))
     for r in recs: click.echo(r.to_json() if as_json else r.line())
     if not as_json: click.echo(f"{len(recs)} record(s).")

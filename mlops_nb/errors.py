@@ -6,7 +6,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/errors.html.md"""
 
 # %% auto #0
 __all__ = ['MlopsNbError', 'ConfigError', 'StoreError', 'MissingDependencyError', 'TrackingError', 'NotebookRunError',
-           'ReproduceError', 'missing_dependency']
+           'ReproduceError', 'ParameterError', 'GateError', 'SchemaError', 'ProfileError', 'DriftError',
+           'PerformanceError', 'QuotaError', 'PromotionError', 'ServingError', 'ExecutorError', 'missing_dependency']
 
 # %% ../nbs/00_errors.ipynb #9e132766
 class MlopsNbError(Exception):
@@ -42,6 +43,47 @@ class NotebookRunError(MlopsNbError):
 class ReproduceError(MlopsNbError):
     "A run cannot be re-created: no recorded context, a commit that is not in the repository, a diff that does not apply."
     exit_code = 8
+
+# %% ../nbs/00_errors.ipynb #7f758029
+class ParameterError(MlopsNbError, ValueError):
+    "A notebook parameter is unknown, of the wrong type, or the notebook has no parameters cell."
+    exit_code = 2
+
+class GateError(MlopsNbError):
+    "A candidate model failed a quality gate (a threshold, or the champion it has to beat)."
+    exit_code = 10
+
+class SchemaError(MlopsNbError):
+    "Data does not match its reference schema: missing or extra columns, or changed dtypes."
+    exit_code = 11
+
+class ProfileError(MlopsNbError):
+    "Data cannot be profiled, or a profile file is not one (corrupt, truncated, another format)."
+    exit_code = 12
+
+class DriftError(MlopsNbError):
+    "Drift cannot be computed: unusable input (empty data, no common columns), or a bad drift setting."
+    exit_code = 12
+
+class PerformanceError(MlopsNbError):
+    "Performance cannot be estimated: missing columns, labels of the wrong kind, or only profiles where rows are needed."
+    exit_code = 12
+
+class QuotaError(MlopsNbError):
+    "A run was refused or stopped because a budget is spent."
+    exit_code = 14
+
+class PromotionError(MlopsNbError):
+    "A promotion or rollback was refused: a gate failed, an approval is missing, or the alias moved meanwhile."
+    exit_code = 15
+
+class ServingError(MlopsNbError):
+    "The scoring service cannot start: no such model, alias or version, or bad options."
+    exit_code = 16
+
+class ExecutorError(MlopsNbError):
+    "An executor cannot be reached or used (no scheduler at the address, workers without mlops_nb, a project too big to ship)."
+    exit_code = 3
 
 # %% ../nbs/00_errors.ipynb #1d553d66
 def missing_dependency(

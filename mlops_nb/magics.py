@@ -136,7 +136,7 @@ class MlopsMagics(Magics):
         run = T.track(a.experiment, a.name, dict(a.tag), resume=a.resume, user_ns=self.shell.user_ns,
                       system_metrics=a.system_metrics or None, force_quota=a.force_quota)
         _hook(self.shell, run.cells)
-        if run is T._State.pipeline: return print("Tracked by `mlops-nb run`: this notebook's execution is one run (its id is printed at the end)")
+        if run is T.pipeline_run(): return print("Tracked by `mlops-nb run`: this notebook's execution is one run (its id is printed at the end)")
         rid = run.run_id  # known at once when resuming, or once the sync process has created it: never waited for here
         if getattr(run, 'replaced', None):
             old = run.replaced.run_id
@@ -159,7 +159,7 @@ class MlopsMagics(Magics):
     def _stop(self, a, cell):
         from mlops_nb import tracking as T
         run = T.stop(a.status)
-        if run is T._State.pipeline: return print("The run ends with the notebook (`mlops-nb run` records its outcome)")
+        if run is T.pipeline_run(): return print("The run ends with the notebook (`mlops-nb run` records its outcome)")
         _unhook(self.shell)
         rid = run.run_id or f"{run.name or ''} (not in the store yet)"
         print(f"Stopped run {rid} ({a.status}); the sync process brings the rest to the store (a read waits for it)")
@@ -184,14 +184,14 @@ class MlopsMagics(Magics):
             lines.append(f"set aside  {s['rejected']} record(s) refused by the store, {len(s['kept'])} damaged journal(s) kept (`mlops-nb status`)")
             lines += [f"           {r.get('op')} {r.get('what')}: {r.get('reason')}" for r in s.get('last_rejected', [])]
         if s.get('last_fate'): lines.append(f"last run   {s['last_fate'].split(' ', 2)[-1]}")
-        if s.get('run_id'): lines.append(f"link       {_link(T._State.tracker.settings, s['run_id'], s.get('experiment_id'))}")
+        if s.get('run_id'): lines.append(f"link       {_link(T.current_tracker().settings, s['run_id'], s.get('experiment_id'))}")
         print('\n'.join(lines))
 
     def _runs(self, a, cell):
         from mlops_nb import tracking as T
         from mlops_nb.config import resolve_settings
         from mlops_nb.store import open_client
-        t = T._State.tracker
+        t = T.current_tracker()
         s = t.settings if t else resolve_settings()
         c = open_client(s)
         exp = c.get_experiment_by_name(a.experiment or (T.active_run().experiment if T.active_run() else s.experiment))
@@ -204,7 +204,7 @@ class MlopsMagics(Magics):
 
     def _open(self, a, cell):
         from mlops_nb import tracking as T
-        run = T._active()
+        run = T.require_run()
         rid = run.wait_for_id(10)
         if not rid: return print("The run is not in the store yet (see `%mlops status`).")
         url = _link(run.tracker.settings, rid, run.experiment_id)
@@ -217,7 +217,7 @@ class MlopsMagics(Magics):
         from mlops_nb import tracking as T
         from mlops_nb.config import resolve_settings
         from mlops_nb.store import running_ui, ui_file
-        t = T._State.tracker
+        t = T.current_tracker()
         s = t.settings if t else resolve_settings()
         if s.tracking_uri.startswith('http'): return print(f"The store is a tracking server; its UI: {_link(s, '')}".split('/#/')[0])
         url = running_ui(s)
@@ -240,7 +240,7 @@ class MlopsMagics(Magics):
     def _diff(self, a, cell):
         from mlops_nb import tracking as T
         from mlops_nb.reproduce import diff_runs
-        t = T._State.tracker
+        t = T.current_tracker()
         print(diff_runs(a.run_a, a.run_b, t.settings if t else None))  # reads see what this kernel journaled
 
     def _widgets(self):
@@ -263,13 +263,13 @@ class MlopsMagics(Magics):
     def _promote(self, a, cell):
         from mlops_nb import tracking as T
         from mlops_nb.promotion import promote
-        t = T._State.tracker
+        t = T.current_tracker()
         return promote(a.model, a.to, gates=a.gate, approve=a.approve, reason=a.reason, expect=a.expect, as_=a.as_,
                        settings=t.settings if t else None)
 
     def _quota(self, a, cell):
         from mlops_nb import tracking as T
-        t = T._State.tracker
+        t = T.current_tracker()
         if not a.static and self._widgets():
             try:
                 from mlops_nb.quota_widget import QuotaWidget
@@ -277,17 +277,17 @@ class MlopsMagics(Magics):
                 return QuotaWidget(t.settings if t else None, a.estimate, dict(a.param), a.rows)
             except ImportError: print("(ipywidgets or plotly is not installed: showing the table; pip install \"mlops-nb[widgets]\")")
         from mlops_nb.quota import budget_status, quota_config, summarize, usage_runs
-        from mlops_nb.registry import _settings
-        s = _settings(settings=t.settings if t else None); cfg = quota_config(s.project_dir)
+        from mlops_nb.tracking import settings_for
+        s = settings_for(settings=t.settings if t else None); cfg = quota_config(s.project_dir)
         runs = usage_runs(s, cfg.window_seconds)
         for name, u in sorted(summarize(runs).items()): print(f"{name:<20} {u['runs']:>4} runs {u['cpu_hours']:8.3f} CPU-h {u['peak_memory_gb']:6.2f} GB peak")
         for b in budget_status(cfg, runs): print(f"{b['scope']:<20} {b['budget']:<11} {b['used']:.3g} of {b['limit']:g} {b['unit']} ({b['share']:.0%})")
 
     def _sync(self, a, cell):
         from mlops_nb import tracking as T
-        before = len(T._State.replayed)
+        before = len(T.replayed())
         ok = T.sync(a.timeout)
         s = T.status()
-        ended = sum(1 for r in T._State.replayed[before:] if r.get('ended'))
+        ended = sum(1 for r in T.replayed()[before:] if r.get('ended'))
         print(f"{'Synced' if ok else 'Not all synced'}: backlog {s.get('backlog', 0)} bytes; {ended} journal(s) of ended kernels applied; "
               f"{s.get('rejected', 0)} record(s) refused by the store so far, {len(s.get('kept') or [])} damaged journal(s) kept")

@@ -126,7 +126,6 @@ class RunResult:
 
 def _error_codes():
     "`{class name: exit code}` of every mlops_nb error (the registry's gate and schema errors included)."
-    import mlops_nb.registry, mlops_nb.quota  # noqa: F401 (define GateError, SchemaError, QuotaError)
     def walk(c): return [c] + [x for s in c.__subclasses__() for x in walk(s)]
     return {c.__name__: c.exit_code for c in walk(MlopsNbError)}
 
@@ -317,9 +316,9 @@ def _quota_guard(s, pipeline, force):
     from mlops_nb.quota import QuotaGuard, check_start, quota_config
     cfg = quota_config(s.project_dir)
     if not cfg.enabled: return None
-    from mlops_nb.tracking import _alerter
-    cfg, before = check_start(s, pipeline, force, cfg, alert=_alerter(s, None))
-    return QuotaGuard(cfg, pipeline, before, alert=_alerter(s, None, background=True), windows=not force)
+    from mlops_nb.tracking import alerter
+    cfg, before = check_start(s, pipeline, force, cfg, alert=alerter(s, None))
+    return QuotaGuard(cfg, pipeline, before, alert=alerter(s, None, background=True), windows=not force)
 
 # %% ../nbs/14_pipeline.ipynb #c95e04f4
 def _file_name(name:str):  # A run name

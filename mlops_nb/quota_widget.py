@@ -57,8 +57,8 @@ class QuotaWidget:
                  refresh:float=5.0):  # Seconds between refreshes while a run is active; 0: never
         try: import ipywidgets as W
         except ImportError: raise missing_dependency('ipywidgets', 'widgets', 'The quota widget') from None
-        from mlops_nb.registry import _settings
-        self.settings, self.notebook, self.params, self.rows, self.refresh = _settings(settings=settings), notebook, params or {}, rows, refresh
+        from mlops_nb.tracking import settings_for
+        self.settings, self.notebook, self.params, self.rows, self.refresh = settings_for(settings=settings), notebook, params or {}, rows, refresh
         self.header, self.estimate_box = W.HTML(), W.HTML()
         self.update()
         self.bars = budget_figure(self.status, self.config.soft, widget=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import Settings, resolve_settings, redact_uri
 from .errors import ReproduceError, TrackingError, missing_dependency
-from .capture import _git
+from .capture import run_git
 
 # %% ../nbs/12_reproduce.ipynb #8346e52a
 def load_context(client, run_id:str):  # An `MlflowClient`; the run
@@ -196,17 +196,17 @@ def _restore_redacted(diff:str, lines:list, root, commit:str, run_id:str):
                                  "commit, and track a new run.")
     want = {(l['file'], l['old']) for l in lines if l.get('kind') in ('unchanged', 'removed') and l.get('old')}
     if not want: return diff
-    from mlops_nb.redact import _HUNK
+    from mlops_nb.redact import HUNK_HEADER
     originals, out, file, old = {}, [], None, 0
     for line in diff.splitlines(keepends=True):
         body = line.rstrip('\n')
         if body.startswith('diff --git '): file = body.split(' b/', 1)[-1]; out.append(line); continue
         if body.startswith('+++ b/'): file = body[6:]; out.append(line); continue
         if body.startswith(('+++ ', '--- ')): out.append(line); continue
-        if (m := _HUNK.match(body)): old = int(m.group(1)); out.append(line); continue
+        if (m := HUNK_HEADER.match(body)): old = int(m.group(1)); out.append(line); continue
         mark = body[:1]
         if mark in ('-', ' ') and (file, old) in want:
-            if file not in originals: originals[file] = (_git(root, 'show', f"{commit}:{file}") or '').splitlines()
+            if file not in originals: originals[file] = (run_git(root, 'show', f"{commit}:{file}") or '').splitlines()
             src = originals[file]
             if old <= len(src): line = mark + src[old - 1] + ('\n' if line.endswith('\n') else '')
         out.append(line)
@@ -230,7 +230,7 @@ def _checkout(ctx, client, run_id, folder, root):
         try: src = Path(client.download_artifacts(run_id, 'context/untracked', str(Path(folder)/'untracked')))
         except Exception: src = None
         if src and src.is_dir(): shutil.copytree(src, wt, dirs_exist_ok=True)
-    ignored = _git(root, 'ls-files', '--others', '--ignored', '--exclude-standard', '--directory', '-z') or ''
+    ignored = run_git(root, 'ls-files', '--others', '--ignored', '--exclude-standard', '--directory', '-z') or ''
     linked = [p.rstrip('/') for p in ignored.split('\0') if p] + [u['path'] for u in git.get('untracked_names') or []]
     n = 0
     for rel in linked:
@@ -294,7 +294,7 @@ def reproduce(run_id:str,  # The MLflow run to re-create
         from mlops_nb.capture import capture_git
         here = capture_git(s.project_dir)
         root = Path(here['root']) if here else root
-    if _git(root, 'cat-file', '-e', f"{git['commit']}^{{commit}}") is None:
+    if run_git(root, 'cat-file', '-e', f"{git['commit']}^{{commit}}") is None:
         raise ReproduceError(f"Commit {git['commit'][:12]} of run {run_id} is not in the repository {root}.",
                              fix=f"Fetch it (`git fetch origin {git.get('branch') or ''}`), or run this in a clone that has it.")
     params = (ctx.get('params') or {}).get('papermill') or {}

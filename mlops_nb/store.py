@@ -155,7 +155,7 @@ def open_client(settings:Settings|None=None,  # Resolved settings; default: `res
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     try:
-        client = MlflowClient(tracking_uri=s.tracking_uri)
+        client = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)  # the registry is where the runs are
         client._tracking_client.store  # opens the database and checks its schema now, not at first use
     except MlflowException as e:
         msg = str(e)

@@ -23,7 +23,7 @@ def _context(client, run_id, tmp_path):
     return json.loads(Path(client.download_artifacts(run_id, 'context/context.json', str(tmp_path))).read_text())
 
 
-def _git(root, *args): return subprocess.run(['git', '-C', str(root), *args], check=True, capture_output=True, text=True).stdout
+def run_git(root, *args): return subprocess.run(['git', '-C', str(root), *args], check=True, capture_output=True, text=True).stdout
 
 
 def test_data_and_seed_recorded_before_the_run_starts_are_attached_to_it(project, fresh_tracker, tmp_path):
@@ -91,9 +91,9 @@ def test_a_papermill_run_records_code_modules_notebook_and_parameters(project, t
                                                  ("%mlops track --name pm --system-metrics 0", []),
                                                  ("x = helpers.SCALE * alpha", []), ("%mlops stop", [])])])
     (project/'pipe.ipynb').write_text(json.dumps(nb))
-    _git(project, 'init', '-q', '-b', 'dev'); _git(project, 'config', 'user.email', 'a@b.c'); _git(project, 'config', 'user.name', 'A')
-    _git(project, 'remote', 'add', 'origin', 'git@github.com:org/proj.git')
-    _git(project, 'add', '-A'); _git(project, 'commit', '-qm', 'one')
+    run_git(project, 'init', '-q', '-b', 'dev'); run_git(project, 'config', 'user.email', 'a@b.c'); run_git(project, 'config', 'user.name', 'A')
+    run_git(project, 'remote', 'add', 'origin', 'git@github.com:org/proj.git')
+    run_git(project, 'add', '-A'); run_git(project, 'commit', '-qm', 'one')
     (project/'helpers.py').write_text("SCALE = 2  # edited, not committed\n")
     r = subprocess.run([str(BIN/'papermill'), 'pipe.ipynb', str(tmp_path/'out.ipynb'), '-p', 'alpha', '0.5', '-y', 'layers: [16, 4]',
                         '--no-progress-bar'], cwd=project, capture_output=True, text=True, timeout=300)
@@ -101,7 +101,7 @@ def test_a_papermill_run_records_code_modules_notebook_and_parameters(project, t
     c = open_client(resolve_settings(project_dir=project))
     run = c.search_runs([c.get_experiment_by_name('demo-project').experiment_id])[0]
     t = run.data.tags
-    assert t['mlflow.source.git.commit'] == _git(project, 'rev-parse', 'HEAD').strip()
+    assert t['mlflow.source.git.commit'] == run_git(project, 'rev-parse', 'HEAD').strip()
     assert (t['mlflow.source.git.branch'], t['mlflow.source.git.repoURL'], t['mlops_nb.git.dirty']) == ('dev', 'git@github.com:org/proj.git', 'True')
     assert json.loads(t['mlops_nb.papermill.parameters']) == {'alpha': 0.5, 'layers': [16, 4]}
     ctx = _context(c, run.info.run_id, tmp_path)

@@ -3,7 +3,7 @@
 Each way of breaking the notebook<->library sync is applied to a scratch copy of this repository, committed as a
 developer would push it, and `.ci/check-sync` (what CI runs through this file) must fail and name the file and rule.
 """
-import json, os, shutil, subprocess, sys
+import json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,16 @@ def edit_nb(path: Path, fn):
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + '\n')
 
 
+def nb_file(repo, stem):
+    "The notebook `*_STEM.ipynb` wherever its layer folder puts it."
+    return next((repo/'nbs').rglob(f'*_{stem}.ipynb'))
+
+
+def lib_file(repo, stem):
+    "The generated module `STEM.py`, as a path relative to `repo` (what the guards print)."
+    return str(next((repo/'mlops_nb').rglob(f'{stem}.py')).relative_to(repo))
+
+
 def cell_with(nb, text):
     return next(c for c in nb['cells'] if text in ''.join(c['source']))
 
@@ -72,25 +82,25 @@ def test_unexported_notebook_edit_fails(repo):
     def bump(nb):
         c = cell_with(nb, 'class MlopsNbError')
         c['source'] = [l.replace('exit_code = 1 ', 'exit_code = 9 ') for l in c['source']]
-    edit_nb(repo/'nbs'/'00_errors.ipynb', bump)
+    edit_nb(nb_file(repo, 'errors'), bump)
     commit(repo, 'edit without export')
     r = check_sync(repo)
     assert r.returncode == 1
-    assert 'mlops_nb/errors.py' in r.stdout and 'differs from its notebook' in r.stdout
+    assert lib_file(repo, 'errors') in r.stdout and 'differs from its notebook' in r.stdout
 
 
 def test_hand_edit_of_a_generated_module_fails(repo):
-    with open(repo/'mlops_nb'/'config.py', 'a') as f: f.write('\nHOTFIX = True\n')
+    with open(repo/lib_file(repo, 'config'), 'a') as f: f.write('\nHOTFIX = True\n')
     commit(repo, 'hand edit')
     r = check_sync(repo)
-    assert r.returncode == 1 and 'mlops_nb/config.py' in r.stdout and 'hand edit' in r.stdout
+    assert r.returncode == 1 and lib_file(repo, 'config') in r.stdout and 'hand edit' in r.stdout
 
 
 def test_renamed_default_exp_leaving_a_stale_module_fails(repo):
     def rename(nb):
         c = cell_with(nb, 'default_exp quickstart')
         c['source'] = ['#| default_exp demo']
-    edit_nb(repo/'nbs'/'03_quickstart.ipynb', rename)
+    edit_nb(nb_file(repo, 'quickstart'), rename)
     env = {**os.environ, 'PATH': f"{BIN}:{os.environ['PATH']}"}
     subprocess.run([str(BIN/'nbdev-export')], cwd=repo, check=True, env=env)  # the developer did export...
     assert (repo/'mlops_nb'/'demo.py').exists() and (repo/'mlops_nb'/'quickstart.py').exists()
@@ -105,10 +115,10 @@ def test_notebook_saved_with_execution_counts_fails(repo):
         c = cell_with(nb, 'def find_project_dir')
         c['execution_count'] = 7
         nb['metadata']['language_info'] = {'name': 'python', 'version': '3.11.7'}
-    edit_nb(repo/'nbs'/'01_config.ipynb', run_it)
+    edit_nb(nb_file(repo, 'config'), run_it)
     commit(repo, 'saved after running')
     r = check_sync(repo)
-    assert r.returncode == 1 and 'nbs/01_config.ipynb' in r.stdout and 'not clean' in r.stdout
+    assert r.returncode == 1 and str(nb_file(repo, 'config').relative_to(repo)) in r.stdout and 'not clean' in r.stdout
 
 
 def test_guard_refuses_a_dirty_tree(repo):
@@ -162,8 +172,8 @@ def test_docs_build_offline_from_the_notebooks(tmp_path):
     (('--workers 2', '--parallel 2'), 'docs/guides/pipelines.md:', '`mlops-nb sweep` has no option `--parallel`'),
     (('%mlops runs --last 5', '%mlops runs --limit 5'), 'docs/guides/tracking.md:', '`%mlops runs` has no option `--limit`'),
     (('mn.register_candidate("churn")', 'mn.register("churn")'), 'docs/guides/promotion.md:', '`mn.register` does not exist'),
-    (('(guide_reproduce.html)', '(guide_reproducing.html)'), 'docs/guides/', 'a link to `guide_reproducing.html` leads nowhere (did you mean `guide_reproduce.html`'),
-    (('(screenshots/quota_widget.png)', '(screenshots/quota.png)'), 'docs/guides/drift_and_quota.md', 'a link to `screenshots/quota.png` leads nowhere'),
+    (('(reproduce.md)', '(reproducing.md)'), 'docs/guides/', 'the link `reproducing.md` leads nowhere in the repository'),
+    (('(../screenshots/quota_widget.png)', '(../screenshots/quota.png)'), 'docs/guides/drift_and_quota.md', 'the link `../screenshots/quota.png` leads nowhere in the repository'),
 ])
 def test_docs_build_refuses_guides_that_no_longer_match_the_code(repo, edit, where, why):
     "A renamed command, option, verb or function, or a moved page, fails the build where the guide shows it."
@@ -177,6 +187,26 @@ def test_docs_build_refuses_guides_that_no_longer_match_the_code(repo, edit, whe
 
 def test_docs_build_fails_on_a_broken_example(repo):
     def breaks(nb): cell_with(nb, 'e = MlopsNbError(')['source'].append('\n1/0')
-    edit_nb(repo/'nbs'/'00_errors.ipynb', breaks)
+    edit_nb(nb_file(repo, 'errors'), breaks)
     r = subprocess.run([sys.executable, str(repo/'docs'/'build.py'), '--out', str(repo/'site')], capture_output=True, text=True, timeout=600)
-    assert r.returncode != 0 and 'nbs/00_errors.ipynb failed' in r.stderr and 'ZeroDivisionError' in r.stderr
+    assert r.returncode != 0 and f"{nb_file(repo, 'errors').relative_to(repo)} failed" in r.stderr and 'ZeroDivisionError' in r.stderr
+
+
+def test_imports_go_one_way_with_no_private_names_across_modules(tmp_path):
+    "`.ci/check-imports` passes on the tree, and fails naming the file, line and name on each way of breaking it."
+    r = subprocess.run([sys.executable, str(REPO/'.ci'/'check-imports')], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    copy = tmp_path/'repo'
+    shutil.copytree(REPO/'mlops_nb', copy/'mlops_nb', ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copytree(REPO/'nbs', copy/'nbs'); shutil.copytree(REPO/'.ci', copy/'.ci')
+    check = lambda: subprocess.run([sys.executable, str(copy/'.ci'/'check-imports')], capture_output=True, text=True)
+    config, errors = copy/lib_file(copy, 'config'), copy/lib_file(copy, 'errors')
+    config.write_text(config.read_text() + '\ndef _later():\n    from mlops_nb.tracking import _State\n')
+    errors.write_text(errors.read_text() + '\ndef _later():\n    from mlops_nb.redact import redact_text\n')
+    r = check()
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert any(l.startswith(f"{lib_file(copy, 'config')} line") and '._State` of another module' in l for l in lines), r.stdout
+    assert any(l.startswith('an import cycle between ') and re.search(r'\bconfig\b', l) for l in lines), r.stdout  # tracking imports config
+    assert re.search(rf"{lib_file(copy, 'errors')} imports (core\.)?redact, whose notebook nbs/\S*_redact\.ipynb comes after "
+                     rf"{nb_file(copy, 'errors').relative_to(copy)}", r.stdout), r.stdout

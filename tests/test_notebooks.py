@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted(p.name for p in (REPO/'nbs').glob('*.ipynb'))
+NOTEBOOKS = sorted(str(p.relative_to(REPO/'nbs')) for p in (REPO/'nbs').rglob('*.ipynb')
+                   if '.ipynb_checkpoints' not in p.parts and p.name != 'tutorial.ipynb')  # the tutorial: tests/test_tutorial.py
 
 
 def test_every_module_has_a_notebook():
@@ -15,7 +16,8 @@ def test_every_module_has_a_notebook():
         for cell in json.loads((REPO/'nbs'/nb).read_text())['cells']:
             m = re.match(r'#\|\s*default_exp\s+(\S+)', ''.join(cell['source']))
             if m: exported.add(m.group(1))
-    modules = {p.stem for p in (REPO/'mlops_nb').glob('*.py') if not p.name.startswith('_')}
+    lib = REPO/'mlops_nb'
+    modules = {'.'.join(p.relative_to(lib).with_suffix('').parts) for p in lib.rglob('*.py') if not p.name.startswith('_')}
     assert modules == exported
 
 

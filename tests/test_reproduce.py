@@ -28,7 +28,7 @@ def _nb(seeded):
                        for i, (s, t) in enumerate(cells)])
 
 
-def _git(root, *args): subprocess.run(['git', '-C', str(root), *args], check=True, capture_output=True)
+def run_git(root, *args): subprocess.run(['git', '-C', str(root), *args], check=True, capture_output=True)
 
 
 def _write_data(project, shift=0.0):
@@ -47,8 +47,8 @@ def repo(project):
     for seeded in (True, False):
         (project/f"{'seeded' if seeded else 'unseeded'}.ipynb").write_text(json.dumps(_nb(seeded), indent=1))
     _write_data(project)
-    _git(project, 'init', '-q', '-b', 'main'); _git(project, 'config', 'user.email', 'ci@example.com'); _git(project, 'config', 'user.name', 'CI')
-    _git(project, 'add', '-A'); _git(project, 'commit', '-qm', 'notebooks')
+    run_git(project, 'init', '-q', '-b', 'main'); run_git(project, 'config', 'user.email', 'ci@example.com'); run_git(project, 'config', 'user.name', 'CI')
+    run_git(project, 'add', '-A'); run_git(project, 'commit', '-qm', 'notebooks')
     (project/'features.py').write_text("def make(df): return df[['a', 'b']].to_numpy() * 2.0  # not committed\n")
     (project/'config.json').write_text('{"noise": 0.8}')  # untracked
     return project
@@ -133,8 +133,8 @@ def _ttl_repo(project):
     (project/'ttl.ipynb').write_text(json.dumps(nb, indent=1))
     (project/'.gitignore').write_text(".mlops/\n")
     (project/'config.py').write_text(f'API_KEY = "{CONTEXT_KEY}"\ntoken_ttl = 30\n')
-    _git(project, 'init', '-q', '-b', 'main'); _git(project, 'config', 'user.email', 'ci@example.com'); _git(project, 'config', 'user.name', 'CI')
-    _git(project, 'add', '-A'); _git(project, 'commit', '-qm', 'ttl')
+    run_git(project, 'init', '-q', '-b', 'main'); run_git(project, 'config', 'user.email', 'ci@example.com'); run_git(project, 'config', 'user.name', 'CI')
+    run_git(project, 'add', '-A'); run_git(project, 'commit', '-qm', 'ttl')
     return project
 
 

@@ -34,16 +34,16 @@ PYPROJECT = '[project]\nname = "demo-project"\n\n[tool.mlops_nb]\nenv_allowlist 
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------------
-def _git(root, *args): subprocess.run(['git', '-C', str(root), *args], check=True, capture_output=True)
+def run_git(root, *args): subprocess.run(['git', '-C', str(root), *args], check=True, capture_output=True)
 
 
 def _init_repo(project):
     "The project as a git repository with a credential-carrying remote; everything present committed."
     (project/'pyproject.toml').write_text(PYPROJECT)
     (project/'.gitignore').write_text('.mlops/\n')
-    _git(project, 'init', '-q', '-b', 'main'); _git(project, 'config', 'user.email', 'ci@example.com')
-    _git(project, 'config', 'user.name', 'CI'); _git(project, 'remote', 'add', 'origin', REMOTE)
-    _git(project, 'add', '-A'); _git(project, 'commit', '-qm', 'project')
+    run_git(project, 'init', '-q', '-b', 'main'); run_git(project, 'config', 'user.email', 'ci@example.com')
+    run_git(project, 'config', 'user.name', 'CI'); run_git(project, 'remote', 'add', 'origin', REMOTE)
+    run_git(project, 'add', '-A'); run_git(project, 'commit', '-qm', 'project')
 
 
 def _child_env():

@@ -185,7 +185,7 @@ def test_canary_routes_each_key_to_the_same_variant_by_its_hash(trained, rows):
 
 
 def test_a_failing_challenger_is_rolled_back_within_one_guard_window_and_callers_never_see_its_errors(trained, rows):
-    from mlops_nb.promotion import history
+    from mlops_nb.audit import history
     from mlops_nb.config import resolve_settings
     svc = Service(trained, '--canary', '0.5', '--challenger', '3', '--guard-window', '5')
     try:

@@ -94,7 +94,7 @@ def test_hostile_bodies_get_a_4xx_naming_the_value_or_limit_and_the_service_keep
 
 def test_admin_endpoints_need_the_token_and_the_audit_names_the_server_side_identity(svc, small, row):
     from mlops_nb.config import resolve_settings
-    from mlops_nb.promotion import history, verified_identity
+    from mlops_nb.audit import history, verified_identity
     from mlops_nb.store import open_client
     r = svc.http.post('/admin/switch', json={'as': 'mallory'})
     b = _refused(svc, r, 401, 'admin token', 'admin-token')

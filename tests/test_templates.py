@@ -33,7 +33,7 @@ def test_templates_are_clean_and_typed():
         dict(model_name='str', alias='str', batch_path='str', output_path='str').items()
 
 
-def _git(root, *args):
+def run_git(root, *args):
     return subprocess.run(['git', '-C', str(root), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -42,8 +42,8 @@ def repo(project):
     "The project as a git repository holding a copy of the templates, as a user who copied them has."
     shutil.copytree(TEMPLATES, project/'templates')
     (project/'.gitignore').write_text(".mlops/\n")
-    _git(project, 'init', '-q', '-b', 'main'); _git(project, 'config', 'user.email', 'ci@example.com'); _git(project, 'config', 'user.name', 'CI')
-    _git(project, 'add', '-A'); _git(project, 'commit', '-qm', 'templates')
+    run_git(project, 'init', '-q', '-b', 'main'); run_git(project, 'config', 'user.email', 'ci@example.com'); run_git(project, 'config', 'user.name', 'CI')
+    run_git(project, 'add', '-A'); run_git(project, 'commit', '-qm', 'templates')
     return project
 
 
@@ -60,11 +60,11 @@ def _papermill(project, name, *params, ok=True):
 def _runs(project, name):
     "The top-level runs called `name`, oldest first (journals a kernel left are replayed first)."
     from mlops_nb.config import resolve_settings
-    from mlops_nb.registry import registry_client
+    from mlops_nb.store import open_client
     from mlops_nb.tracker import replay_journals
     s = resolve_settings(project_dir=project)
     replay_journals(s)
-    c = registry_client(s)
+    c = open_client(s)
     exp = c.get_experiment_by_name('demo-project')
     return c.search_runs([exp.experiment_id], f"tags.mlflow.runName = '{name}'", order_by=['attributes.start_time ASC']), c, s
 
@@ -96,7 +96,7 @@ def test_train_reproduces_registers_a_candidate_with_lineage_and_batch_scores_it
         assert tags[key] == second.data.tags[key] == first.data.tags[key]
     assert (tags['mlops_nb.param.seed'], tags['mlops_nb.param.n_trials'], tags['optuna.trials']) == ('42', '4', '4')
     assert tags['mlops_nb.param.best.num_leaves'] == second.data.params['best.num_leaves']
-    assert tags['mlops_nb.git.commit'] == _git(repo, 'rev-parse', 'HEAD')
+    assert tags['mlops_nb.git.commit'] == run_git(repo, 'rev-parse', 'HEAD')
     assert tags['mlops_nb.notebook'].endswith('templates/train.ipynb')
 
     _papermill(repo, 'batch_score')
