@@ -83,6 +83,15 @@ class MlflowBackend:
     def find_run(self, eid, key):
         found = self.client.search_runs([eid], filter_string=f"tags.`mlops_nb.journal_run` = '{key}'", max_results=1)
         return found[0].info.run_id if found else None
+    def find_runs(self, tags):  # `{key: value}`, all of which a run must have
+        "Ids of the active runs with all of `tags`, newest first."
+        where = ' and '.join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        found = self.client.search_runs([e.experiment_id for e in self.client.search_experiments()], filter_string=where, max_results=100)
+        return [r.info.run_id for r in found]
+    def read_run(self, run_id):
+        "`dict(status, params, tags, metrics)` of run `run_id` (each metric's latest value)."
+        r = self.client.get_run(run_id)
+        return dict(status=r.info.status, params=dict(r.data.params), tags=dict(r.data.tags), metrics=dict(r.data.metrics))
     def create_run(self, eid, name, start_ms, tags):
         return self.client.create_run(eid, start_time=start_ms, tags=tags, run_name=name).info.run_id
     def resume(self, run_id):
@@ -142,6 +151,24 @@ class SqliteBackend:
         row = self.con.execute("SELECT t.run_uuid FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
                                "WHERE t.key='mlops_nb.journal_run' AND t.value=? AND r.experiment_id=?", (key, int(eid))).fetchone()
         return row[0] if row else None
+
+    def find_runs(self, tags):
+        "Ids of the active runs (in active experiments) with all of `tags`, newest first."
+        if not tags: return []
+        having = ' INTERSECT '.join(["SELECT run_uuid FROM tags WHERE key=? AND value=?"] * len(tags))
+        rows = self.con.execute("SELECT r.run_uuid FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
+                                f"WHERE r.lifecycle_stage='active' AND e.lifecycle_stage='active' AND r.run_uuid IN ({having}) "
+                                "ORDER BY r.start_time DESC, r.run_uuid", [x for kv in tags.items() for x in map(str, kv)]).fetchall()
+        return [r[0] for r in rows]
+
+    def read_run(self, run_id):
+        "`dict(status, params, tags, metrics)` of run `run_id`, as MLflow's `get_run` reads them (each metric's latest value)."
+        status = self.con.execute("SELECT status FROM runs WHERE run_uuid=?", (run_id,)).fetchone()
+        if status is None: raise StoreRefused(f"Run with id={run_id} not found", 'RESOURCE_DOES_NOT_EXIST')
+        q = lambda sql: self.con.execute(sql, (run_id,)).fetchall()
+        return dict(status=status[0], params=dict(q("SELECT key, value FROM params WHERE run_uuid=?")),
+                    tags=dict(q("SELECT key, value FROM tags WHERE run_uuid=?")),
+                    metrics={k: float('nan') if nan else v for k, v, nan in q("SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid=?")})
 
     def create_run(self, eid, name, start_ms, tags):
         import getpass, random, uuid

@@ -113,8 +113,10 @@ class RunFeed:
         except OSError: return 0
 
 # %% ../nbs/08a_live.ipynb #5c883e6c
-_RESOURCES = (('process_cpu_percent', 'CPU', '%'), ('process_rss_mb', 'memory', 'MB'), ('memory_percent', 'machine memory', '%'),
-              ('cpu_s', 'CPU time', 's'), ('peak_rss_mb', 'peak memory', 'MB'))
+_RESOURCES = ((('process_cpu_utilization_percentage', 'process_cpu_percent'), 'CPU', '%'),  # MLflow's names (`mlops_nb.names`), then older ones
+              (('process_memory_rss_megabytes', 'process_rss_mb'), 'memory', 'MB'),
+              (('system_memory_usage_percentage', 'memory_percent'), 'machine memory', '%'),
+              (('run_cpu_seconds', 'cpu_s'), 'CPU time', 's'), (('run_peak_memory_megabytes', 'peak_rss_mb'), 'peak memory', 'MB'))
 
 class _Last:
     run = None  # the last run shown or started with `%mlops track`: `%mlops live` after `stop` shows it
@@ -210,7 +212,7 @@ class LiveView:
                              started=f.info.get('started') or run.started, ended=fate.get('t'), status=fate.get('status') or 'RUNNING',
                              link=st.get('link'), hint=st.get('hint'), now=time.time()),
                     metrics=metrics, series={k: f.series[k].points() for k in selected if k in f.series},
-                    resources=[[label, res[k], unit] for k, label, unit in _RESOURCES if k in res],
+                    resources=[[label, res[next(k for k in keys if k in res)], unit] for keys, label, unit in _RESOURCES if any(k in res for k in keys)],
                     health=dict(store_ok=st.get('store_ok'), error=st.get('error'), backlog=st.get('backlog'), sync_running=st.get('sync_running'),
                                 refused=st.get('refused'), behind=f.behind(), damaged=f.damaged),
                     quota=st.get('quota') or {}, fate=fate, selected=selected)

@@ -161,39 +161,59 @@ def _describe(e, output=None):
     return (f"{name}: {e}"[:500], f"{name}: {e}")
 
 # %% ../nbs/14_pipeline.ipynb #1a5dd02d
-def _finish_run(client, s, job:dict):
-    "Replay the kernel's journal, find its run (or create one if the kernel never got to it), record the outcome; return `{run_id, metrics}`."
+def _outcome_journal(s, job:dict, found:dict|None):
+    "Write the runner's outcome of `job` as journal records, as a kernel journals its calls; the closed journal's path."
+    from mlops_nb.journal import Journal, metric_line, store_key
+    from mlops_nb.tracker import journal_folder
+    attempt, r, red = job['attempt'], job['result'], job.get('redactor') or Redactor()
+    j = Journal(journal_folder(s), store=store_key(s.tracking_uri))
+    try:
+        now, w = time.time(), j.write_json
+        if found: w(op='start', run='r1', resume=found['run_id'], t=now)  # the kernel's run: the records below join it
+        else:  # the kernel never got to the tracking cell (it died at start, or failed in the parameters)
+            w(op='start', run='r1', experiment=job['experiment'], name=red.text(job['name']), t=now,
+              tags={**job['tags'], 'mlops_nb.attempt': attempt, 'mlops_nb.pipeline_run': 'true',
+                    'mlflow.source.name': r['notebook'], 'mlflow.source.type': 'NOTEBOOK'})
+        have = (found or {}).get('params', {})
+        for k, v in r['parameters'].items():
+            if k not in have: w(op='param', run='r1', key=k, value=red.param(k, v)[:6000])
+        ms, ts = int(now * 1000), [('mlops_nb.pipeline.status', r['status'])]
+        metrics = {'pipeline/wall_seconds': r['seconds']} | ({'pipeline/kernel_peak_rss_mb': job['peak_rss'] / 2**20,
+                                                             'pipeline/kernel_cpu_seconds': job['cpu']} if job.get('peak_rss') else {})
+        metrics |= usage_metrics(job.get('usage') or {})
+        for k, v in metrics.items(): j.write(metric_line('r1', k, float(v), ms, 0))
+        if r['error']: ts.append(('mlops_nb.pipeline.error', red.text(r['error'])))
+        if job.get('quota_stopped'): ts.append(('mlops_nb.quota.stopped', job['quota_stopped']))
+        for k, v in ts: w(op='tag', run='r1', key=k, value=v)
+        if r['output'] and Path(r['output']).is_file():
+            w(op='artifact', run='r1', path=r['output'], dest='pipeline')
+            if job.get('html') and Path(job['html']).is_file(): w(op='artifact', run='r1', path=job['html'], dest='pipeline')
+        if r.get('traceback'):  # staged beside the journal: retired with it once applied
+            stage = j.folder/f"{j.name}-r1"; stage.mkdir(exist_ok=True)
+            (stage/'error.txt').write_text(red.text(r['traceback'])); w(op='artifact', run='r1', path=str(stage/'error.txt'), dest='pipeline')
+        w(op='end', run='r1', status=r['status'], t=time.time())
+    finally: j.close()
+    if j.pending: raise StoreError(f"The outcome could not be journaled in {j.folder} ({j.disk_error}).", fix="Free some disk space.")
+    return j.path
+
+def _finish_run(backend, s, job:dict):
+    "Replay the kernel's journal, find its run by its attempt tag, journal the outcome and apply it; return `{run_id, metrics}`."
+    from mlops_nb.store import retry_sqlite
     from mlops_nb.tracker import replay_journals
-    from mlops_nb.store import experiment_id, end_run
-    from mlflow.entities import Metric, Param, RunTag
-    pid, attempt, r, red = job['kernel_pid'], job['attempt'], job['result'], job.get('redactor') or Redactor()
-    replay_journals(s, pattern=f"*-{pid}-*.log" if pid else '*.log')  # this kernel's only: other kernels may still run
-    found = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1,
-                               filter_string=f"tags.`mlops_nb.attempt` = '{attempt}' and tags.`mlops_nb.pipeline_run` = 'true'")
-    if found: run = found[0]
-    else:  # the kernel never got to the tracking cell (it died at start, or failed in the parameters)
-        rid = client.create_run(experiment_id(client, s, job['experiment']), run_name=red.text(job['name']),
-                                tags={**job['tags'], 'mlops_nb.attempt': attempt, 'mlops_nb.pipeline_run': 'true',
-                                      'mlflow.source.name': r['notebook'], 'mlflow.source.type': 'NOTEBOOK'}).info.run_id
-        run = client.get_run(rid)
-    rid, now = run.info.run_id, int(time.time() * 1000)
-    ps = [Param(k, red.param(k, v)[:6000]) for k, v in r['parameters'].items() if k not in run.data.params]
-    ms = [Metric('pipeline/wall_seconds', r['seconds'], now, 0)]
-    if job.get('peak_rss'): ms += [Metric('pipeline/kernel_peak_rss_mb', job['peak_rss'] / 2**20, now, 0),
-                                   Metric('pipeline/kernel_cpu_seconds', job['cpu'], now, 0)]
-    tags = [RunTag('mlops_nb.pipeline.status', r['status'])] + ([RunTag('mlops_nb.pipeline.error', red.text(r['error']))] if r['error'] else [])
-    if job.get('quota_stopped'): tags.append(RunTag('mlops_nb.quota.stopped', job['quota_stopped']))
-    ms += [Metric(k, v, now, 0) for k, v in usage_metrics(job.get('usage') or {}).items()]
-    client.log_batch(rid, metrics=ms, params=ps, tags=tags)
-    out = r['output'] if r['output'] and Path(r['output']).is_file() else None
-    with tempfile.TemporaryDirectory() as tmp:
-        if out:
-            client.log_artifact(rid, out, 'pipeline')
-            if job.get('html') and Path(job['html']).is_file(): client.log_artifact(rid, job['html'], 'pipeline')
-        if r.get('traceback'):
-            (Path(tmp)/'error.txt').write_text(red.text(r['traceback'])); client.log_artifact(rid, str(Path(tmp)/'error.txt'), 'pipeline')
-    end_run(client, rid, r['status'])
-    return dict(run_id=rid, metrics=dict(client.get_run(rid).data.metrics))
+    pid = job['kernel_pid']
+    def find():
+        replay_journals(s, pattern=f"*-{pid}-*.log" if pid else '*.log', client=backend)  # this kernel's only: others may still run
+        got = backend.find_runs({'mlops_nb.attempt': job['attempt'], 'mlops_nb.pipeline_run': 'true'})
+        return dict(run_id=got[0], **backend.read_run(got[0])) if got else None
+    found = retry_sqlite(find)  # replaying is idempotent
+    path = _outcome_journal(s, job, found)  # once: a retry below applies the same records, never a second run
+    out = retry_sqlite(lambda: replay_journals(s, pattern=path.name, client=backend))
+    if out and out[0]['rejected']:
+        raise StoreError(f"The store refused part of the outcome of run {out[0]['runs']}: see `mlops-nb status`.",
+                         fix="Read the reason in `mlops-nb status`; the journal is kept in .mlops/journal/kept/.")
+    rid = found['run_id'] if found else (backend.find_runs({'mlops_nb.attempt': job['attempt'], 'mlops_nb.pipeline_run': 'true'}) or [None])[0]
+    if rid is None: raise StoreError("The outcome of the run was journaled but is not in the store yet.", fix="Run `mlops-nb sync`.")
+    return dict(run_id=rid, metrics=backend.read_run(rid)['metrics'])
 
 _REDACTED_SCHEME = 'mlops-nb-redacted:'
 
@@ -241,11 +261,13 @@ def _write_atomic(path, text):
         raise
 
 class _HtmlPage:
-    "The executed notebook rendered to HTML beside it, in a thread started now; `path()` waits for it (`None` if it failed)."
-    def __init__(self, output):
-        self._path, self._t = None, threading.Thread(target=self._work, args=(output,), daemon=True, name='mlops-nb-html')
+    "The executed notebook rendered to HTML beside it, in a thread started now (once thread `after` is done); `path()` waits for it (`None` if it failed)."
+    def __init__(self, output, after:threading.Thread|None=None):
+        self._path, self._t = None, threading.Thread(target=self._work, args=(output, after), daemon=True, name='mlops-nb-html')
         self._t.start()
-    def _work(self, output): self._path = _render_html(output, Path(output).parent)
+    def _work(self, output, after):
+        if after is not None: after.join()  # nbconvert warmed up: one thread at a time in it
+        self._path = _render_html(output, Path(output).parent)
     def path(self): self._t.join(120); return self._path
 
 def _render_html(output, folder):
@@ -258,22 +280,27 @@ def _render_html(output, folder):
     except Exception: return None
 
 class _Finisher:
-    "Loads MLflow (and nbconvert) in a thread while the kernel runs, then records the outcome with `_finish_run`."
-    def __init__(self, s, client=None):
-        self.s, self.client, self.error = s, client, None
-        self._t = threading.Thread(target=self._warm, daemon=True, name='mlops-nb-finisher')
-        if client is None: self._t.start()
-    def _warm(self):
-        from mlops_nb.store import open_client, retry_sqlite
-        try: self.client = retry_sqlite(lambda: open_client(self.s))
-        except Exception as e: self.error = e
-        try: import nbconvert  # noqa: F401 (for the HTML, later)
-        except ImportError: pass
+    "The store's backend for recording the outcome (MLflow's client, for a server, opened in a thread while the kernel runs; nbconvert imported there too when the HTML is wanted), then `_finish_run`."
+    def __init__(self, s, client=None, html:bool=False):
+        self.s, self.client, self.error, self._t = s, client, None, None
+        if (not s.is_embedded and client is None) or html:  # the embedded store needs nothing loaded: sqlite3 writes it
+            self._t = threading.Thread(target=self._warm, args=(html,), daemon=True, name='mlops-nb-finisher'); self._t.start()
+    def _warm(self, html):
+        if not self.s.is_embedded and self.client is None:
+            from mlops_nb.store import open_client, retry_sqlite
+            try: self.client = retry_sqlite(lambda: open_client(self.s))
+            except Exception as e: self.error = e
+        if html:  # nbconvert's import, and its templates loaded and compiled by a first page: the run's own then takes ~0.1 s
+            try:
+                import nbformat
+                from nbconvert import HTMLExporter
+                HTMLExporter().from_notebook_node(nbformat.v4.new_notebook())
+            except Exception: pass  # no nbconvert: `_render_html` says nothing either, the notebook itself is the record
     def finish(self, job):
-        if self._t.is_alive() or self._t.ident: self._t.join()
-        if self.client is None: raise self.error or MlopsNbError("The tracking store could not be opened.")
-        from mlops_nb.store import retry_sqlite
-        return retry_sqlite(lambda: _finish_run(self.client, self.s, job))  # replaying and recording are idempotent
+        if self._t is not None: self._t.join()
+        if self.error is not None: raise self.error
+        from mlops_nb.backends import backend_for
+        return _finish_run(backend_for(self.s, self.client), self.s, job)
 
 def _shutdown_kernel(km):
     "Ask the kernel to exit (it ends its run and closes its journal), killing it after a few seconds."
@@ -347,7 +374,7 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
                  html:bool=True,  # Also store an HTML rendering
                  from_text:bool=True,  # Parameter values are command-line strings to convert
                  log=None,  # Called with progress lines
-                 client=None,  # An `MlflowClient` to record with in this process (default: a finisher process)
+                 client=None,  # An `MlflowClient` for a server's store (default: opened here, in a thread while the kernel runs)
                  force_quota:str|None=None,  # Start even if a quota budget is spent; the reason is recorded
                  secret:list|tuple=(),  # Names of parameters whose values are secrets, whatever their names say
                  record:bool=True):  # Record the outcome in the store; False: only journal it (a Dask worker ships the journal, `record_run` records it)
@@ -374,7 +401,7 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
     from mlops_nb.store import ensure_store
     if record: ensure_store(s)  # made (or checked) once, here, before the kernel and this process's recorder both reach for it
     guard = _quota_guard(s, nb_path.stem, force_quota) if record else None  # refuses the run now if a budget is spent
-    finisher = _Finisher(s, client) if record else None
+    finisher = _Finisher(s, client, html) if record else None
     attempt = uuid.uuid4().hex
     env = {'MLOPS_NB_NOTEBOOK': str(nb_path), 'MLOPS_NB_PROJECT_DIR': s.project_dir, 'MLOPS_NB_TRACKING_URI': s.tracking_uri,
            'MLOPS_NB_ARTIFACT_ROOT': s.artifact_root, 'MLOPS_NB_EXPERIMENT': experiment or s.experiment,
@@ -408,7 +435,7 @@ def run_notebook(notebook:str|Path,  # The notebook to execute
             res.error_name = getattr(e, 'ename', None)
         finally:
             _RedactedFiles.done(out)
-            page = _HtmlPage(out) if html and interrupted is None and out.is_file() else None  # renders while the kernel exits
+            page = _HtmlPage(out, finisher and finisher._t) if html and interrupted is None and out.is_file() else None  # renders while the kernel exits
             _shutdown_kernel(km)  # its journal is replayed next: the kernel must have exited and let go of it
     res.seconds = round(time.perf_counter() - t0, 3)
     if not out.is_file(): res.output = None

@@ -92,14 +92,27 @@ class UsageMeter:
     def __init__(self, pid:int|None=None,  # Default: this process
                  interval:float=0.5,  # Seconds between samples
                  check=None):  # Called with the usage dict after each sample (quota limits)
-        import psutil
-        self.proc, self.interval, self.check = psutil.Process(pid or os.getpid()), interval, check
+        self.pid, self.proc, self.interval, self.check = pid or os.getpid(), None, interval, check
         self.t0, self.peak, self._area, self._last, self._n = time.time(), 0, 0.0, None, 0
         self._children, self._gpu, self.gpu_peak, self._gpu_util = [], None, 0.0, []
-        self.cpu0 = self._cpu(); self._stop = threading.Event()
+        self._plock, self._stop = threading.Lock(), threading.Event()
+        # psutil's import (~30 ms) is the thread's: `track()` does not wait for it. Our own CPU time so far is what
+        # `times()` says (the numbers psutil reads from /proc), another process's is read when psutil is there.
+        self.cpu0 = sum(os.times()[:4]) if self.pid == os.getpid() else None
         self._thread = threading.Thread(target=self._run, daemon=True, name='mlops-nb-usage')
 
+    def _process(self):
+        with self._plock:
+            if self.proc is None:
+                import psutil
+                self.proc = psutil.Process(self.pid)
+                if self.cpu0 is None: self.cpu0 = self._cpu()
+        return self.proc
+
     def _cpu(self):
+        if self.proc is None:
+            if self.pid == os.getpid(): return sum(os.times()[:4])
+            self._process()
         t = self.proc.cpu_times()
         total = t.user + t.system + getattr(t, 'children_user', 0) + getattr(t, 'children_system', 0)
         for c in self._children:
@@ -109,6 +122,7 @@ class UsageMeter:
 
     def sample(self):
         "Take one sample now; return the usage so far."
+        self._process()
         if self._n % 10 == 0:
             try: self._children = self.proc.children(recursive=True)
             except Exception: self._children = []
@@ -136,6 +150,7 @@ class UsageMeter:
         return out
 
     def _run(self):
+        if self._stop.wait(min(self.interval, 0.2)): return  # psutil's import and the GPU probe wait until `track()` has returned
         from mlops_nb.session import gpu_probe
         self._gpu = gpu_probe()
         while True:
@@ -145,7 +160,7 @@ class UsageMeter:
             except Exception: pass  # accounting must never disturb the run
             if self._stop.wait(self.interval): return
 
-    def start(self): self._thread.start(); return self  # the first sample is the thread's: `track()` does not wait for /proc
+    def start(self): self._thread.start(); return self  # the first sample is the thread's: `track()` does not wait for psutil or /proc
     def stop(self):
         "Stop sampling; the final usage."
         self._stop.set()

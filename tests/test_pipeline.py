@@ -151,3 +151,35 @@ def test_the_executed_notebook_names_its_input_instead_of_embedding_it(project):
     r = mlops_nb_cli('run', 'train.ipynb', '--no-html', '--json', cwd=project, timeout=180)
     out = json.loads(Path(json.loads(r.stdout)['output']).read_text())
     assert out['metadata']['papermill']['input_path'] == str(project/'train.ipynb')
+
+
+RUNNER = """
+import sys
+from mlops_nb.cli import _run
+from mlops_nb.pipeline import run_notebook, record_run
+code = _run(['run', 'train.ipynb', '-p', 'epochs', '2'], debug=False)  # the HTML on, as by default
+res = run_notebook('train.ipynb', {'epochs': '2'}, html=False, record=False)  # executed, not recorded: as on a Dask worker
+first, again = record_run(res.job), record_run(res.job)  # a retried recording of the same attempt
+print('CODE', code, first['run_id'], again['run_id'], first['metrics']['pipeline/wall_seconds'] > 0)
+print('MLFLOW', sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow')[:3])
+"""
+
+
+def test_recording_on_the_embedded_store_never_imports_mlflow_and_a_retry_makes_no_second_run(project):
+    "The runner applies the kernel's journal and its own outcome records with sqlite3; recording an attempt twice joins one run."
+    _write_nb(project/'train.ipynb', TRAIN)
+    from mlops_nb.store import ensure_store
+    ensure_store(resolve_settings(project_dir=project))  # the store template is built with MLflow once per MLflow version: here, not in the runner
+    r = subprocess.run([os.sys.executable, '-c', RUNNER], cwd=project, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    code, first, again, metrics = r.stdout.split('CODE ', 1)[1].split('\n', 1)[0].split()
+    assert (code, metrics, first == again) == ('0', 'True', True)
+    assert "MLFLOW []" in r.stdout, r.stdout
+    c, runs = _runs(project)
+    assert len(runs) == 2 and {x.info.status for x in runs} == {'FINISHED'}
+    run = c.get_run(first)
+    assert [m.value for m in c.get_metric_history(first, 'loss')] == [0.1, 0.05] and run.data.tags['mlops_nb.pipeline.status'] == 'FINISHED'
+    assert {a.path.rsplit('.', 1)[-1] for a in c.list_artifacts(first, 'pipeline')} == {'ipynb'}
+    cli_run = next(x for x in runs if x.info.run_id != first)
+    assert {a.path.rsplit('.', 1)[-1] for a in c.list_artifacts(cli_run.info.run_id, 'pipeline')} == {'ipynb', 'html'}
+    assert not list((project/'.mlops'/'journal').glob('*.log')) and not (project/'.mlops'/'journal'/'kept').exists()

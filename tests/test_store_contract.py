@@ -109,3 +109,21 @@ def test_applying_again_adds_nothing(store, project):
     parent = next(r for r in runs if r.info.run_name == 'renamed')
     assert len(c.get_metric_history(parent.info.run_id, 'loss')) == 4
     assert data  # the journal was a real one
+
+
+def test_runs_are_found_by_their_tags_and_read_back_as_mlflow_reads_them(store, project):
+    "`find_runs` (all tags must match, newest first) and `read_run` (latest metrics) agree with MLflow's `get_run`."
+    s, backend, c = store
+    apply_journal(write_journal(s, project), backend, s, final=True)
+    exp = c.get_experiment_by_name('contract')
+    runs = {r.info.run_name: r for r in c.search_runs([exp.experiment_id])}
+    p, ch = runs['renamed'], runs['child']
+    assert backend.find_runs({'team': 'churn', 'mlflow.user': 'ana'}) == [p.info.run_id]
+    assert backend.find_runs({'team': 'churn', 'mlflow.user': 'bob'}) == []
+    assert backend.find_runs({'mlflow.parentRunId': p.info.run_id}) == [ch.info.run_id]
+    for r in (p, ch):
+        got = backend.read_run(r.info.run_id)
+        assert got == dict(status=r.info.status, params=dict(r.data.params), tags=dict(r.data.tags), metrics=dict(r.data.metrics))
+    assert backend.read_run(p.info.run_id)['metrics'] == {'loss': 0.3, 'big': sys.float_info.max}
+    c.delete_run(ch.info.run_id)
+    assert backend.find_runs({'mlflow.parentRunId': p.info.run_id}) == []  # deleted runs are not found
