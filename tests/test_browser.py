@@ -5,7 +5,7 @@ never writes into the checkout.
 
 Needs Debian's `chromium` (/usr/bin/chromium) and the `playwright` package (in the dev extra); `.ci/run` installs
 Chromium when it can (root and apt-get). Select these tests with `-m browser`."""
-import json, os, socket, subprocess, sys, time, urllib.request, uuid
+import json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request, uuid
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,13 @@ def lab(tmp_path_factory):
     "A JupyterLab server on 127.0.0.1 with a token, serving a fresh project folder."
     if not CHROMIUM.exists(): pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install chromium; .ci/run does it as root)")
     pytest.importorskip('playwright.sync_api', reason="pip install playwright (in the dev extra)")
-    base = tmp_path_factory.mktemp('lab'); root = base/'proj'; root.mkdir()
+    base = tmp_path_factory.mktemp('lab'); root = base/'proj'
+    if os.environ.get('MLOPS_NB_SCREENSHOTS'):  # the docs' pictures show a project as a user has one, not a test's folder
+        root = Path(tempfile.gettempdir())/'churn'; shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    # JupyterLab asks whether to fetch its news in a toast that would cover the pictures: answered no, as a user would
+    notify = base/'jcfg'/'lab'/'user-settings'/'@jupyterlab'/'apputils-extension'/'notification.jupyterlab-settings'
+    notify.parent.mkdir(parents=True); notify.write_text(json.dumps(dict(fetchNews='false', checkForUpdates=False)))
     (root/'pyproject.toml').write_text('[project]\nname = "browser-demo"\n[tool.mlops_nb.quota]\ncpu_hours = 1\n'
                                        '[tool.mlops_nb.quota.pipelines.train]\nruns = 4\nrun_memory_gb = 8\n')
     port, token = _free_port(), uuid.uuid4().hex

@@ -152,10 +152,10 @@ def test_live_view_updates_under_track_while_a_later_cell_logs_and_matches_the_s
     href = view.locator('a.ml-link').get_attribute('href')
     # the controls: a resource metric picked is sent by the kernel (it sends only the curves shown), acc unpicked, smoothing, log scale
     view.locator('.ml-res-group summary').click()
-    view.locator('input[data-metric="system/process_rss_mb"]').check()
+    view.locator('input[data-metric="system/process_memory_rss_megabytes"]').check()
     view.locator('input[data-metric="acc"]').uncheck()
-    _wait_js(page, f"[...{_view(1)}.querySelectorAll('.ml-chart')].map(e => e.dataset.metric).join() === 'loss,system/process_rss_mb'"
-             f" && {_view(1)}.querySelector('.ml-chart[data-metric=\"system/process_rss_mb\"] polyline') !== null", what="the picked curves")
+    _wait_js(page, f"[...{_view(1)}.querySelectorAll('.ml-chart')].map(e => e.dataset.metric).join() === 'loss,system/process_memory_rss_megabytes'"
+             f" && {_view(1)}.querySelector('.ml-chart[data-metric=\"system/process_memory_rss_megabytes\"] polyline') !== null", what="the picked curves")
     view.locator('input.ml-smoothing').fill('0.9')
     _wait_js(page, f"{_view(1)}.querySelector('.ml-chart[data-metric=loss] polyline.ml-smooth') !== null", what="the smoothed curve")
     linear = view.locator('.ml-chart[data-metric="loss"] polyline.ml-raw').get_attribute('points')
