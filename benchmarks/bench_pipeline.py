@@ -3,6 +3,7 @@
     python benchmarks/bench_pipeline.py [--repeat 7] [--sweep-repeat 3] [--phases-repeat 3] [--sleep 1.0]   # ~10 minutes
     python benchmarks/bench_pipeline.py --quick        # repeat 3 for run, 1 for the sweep and the phases: ~4 minutes
     python benchmarks/bench_pipeline.py --skip-sweep   # (or --skip-run) one part only
+    python benchmarks/bench_pipeline.py --smoke        # every part once, 0.1 s sleeps: CI runs this so the script cannot rot
 
 Every command is the venv's console script, started as a subprocess from a temp project folder (a `pyproject.toml`
 with `[project] name = "bench"`), so the wall times include interpreter start, imports, the kernel and the store.
@@ -408,8 +409,10 @@ def main():
     ap.add_argument('--quick', action='store_true', help="repeat 3 for run, 1 for the sweep and the phases")
     ap.add_argument('--skip-run', action='store_true', help="only the sweep")
     ap.add_argument('--skip-sweep', action='store_true', help="only the run comparison")
+    ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     a = ap.parse_args()
     if a.quick: a.repeat, a.sweep_repeat, a.phases_repeat = 3, 1, 1
+    if a.smoke: a.repeat, a.sweep_repeat, a.phases_repeat, a.sleep = 1, 1, 1, 0.1
     t0, load0 = time.perf_counter(), os.getloadavg()
     import platform, importlib.metadata as md
     versions = ', '.join(f"{p} {md.version(p)}" for p in ('mlflow', 'papermill', 'nbclient', 'ipykernel', 'nbconvert', 'jsonschema'))

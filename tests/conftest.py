@@ -8,6 +8,44 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
+# Markers say what a test starts: `pytest -m "not integration"` must start no process. Every process a test starts
+# (its fixtures' included) goes through subprocess.Popen, so counting them here lets a test that starts one without
+# the `integration` marker fail at teardown, naming what it started.
+_started = []
+_execute_child = subprocess.Popen._execute_child
+
+
+def _counted_execute_child(self, args, *a, **kw):
+    _started.append(args if isinstance(args, (str, bytes)) else ' '.join(map(str, args[:3])))
+    return _execute_child(self, args, *a, **kw)
+
+
+subprocess.Popen._execute_child = _counted_execute_child
+
+
+def pytest_collection_modifyitems(items):
+    "`postgres` on every test that needs a PostgreSQL server (through a fixture): `-m \"not postgres\"` leaves them out."
+    for item in items:
+        params = {str(v) for k, v in getattr(getattr(item, 'callspec', None), 'params', {}).items() if k in ('store', 'kind')}
+        if {'databases', 'pg_admin', 'server'} & set(getattr(item, 'fixturenames', ())) or {'postgresql', 'server', 'mlflow-postgresql'} & params:
+            item.add_marker('postgres')
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    item._started_before = len(_started)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    res = yield
+    started = _started[getattr(item, '_started_before', len(_started)):]
+    if started and not item.get_closest_marker('integration'):
+        pytest.fail(f"{item.nodeid} started {len(started)} process(es) ({started[0]!r} first) but is not marked "
+                    "`integration`: add `@pytest.mark.integration` (markers say what a test starts)", pytrace=False)
+    return res
+
 
 @pytest.fixture(scope='session')
 def cache_dir(tmp_path_factory):

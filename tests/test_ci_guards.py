@@ -124,8 +124,12 @@ def readme_command(name):
 
 
 def test_docs_build_offline_from_the_notebooks(tmp_path):
+    "The whole site, with the tutorial executed in a real kernel (its outputs are checked below); the API notebooks are"
+    "rendered as saved: each is executed by its own `nbdev-test` in tests/test_notebooks.py, and a broken example failing"
+    "the build is checked by test_docs_build_fails_on_a_broken_example."
     out = tmp_path/'site'
-    r = subprocess.run([sys.executable, str(REPO/'docs'/'build.py'), '--out', str(out)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, str(REPO/'docs'/'build.py'), '--out', str(out), '--execute', 'tutorial.ipynb'],
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     pages = {p.name for p in out.glob('*.html')}
     assert {'index.html', 'errors.html', 'config.html', 'store.html', 'quickstart.html', 'cli.html', 'cli_reference.html'} <= pages
@@ -180,3 +184,18 @@ def test_docs_build_fails_on_a_broken_example(repo):
     edit_nb(repo/'nbs'/'00_errors.ipynb', breaks)
     r = subprocess.run([sys.executable, str(repo/'docs'/'build.py'), '--out', str(repo/'site')], capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and 'nbs/00_errors.ipynb failed' in r.stderr and 'ZeroDivisionError' in r.stderr
+    assert 'docs: 01_config.ipynb' not in r.stdout  # it stops at the first broken notebook
+
+
+def test_docs_build_executes_only_the_notebooks_it_is_asked_to(repo):
+    "`--execute NB`: a broken example elsewhere is rendered as saved, the named notebook runs; an unknown name is refused."
+    def breaks(nb): cell_with(nb, 'e = MlopsNbError(')['source'].append('\n1/0')
+    edit_nb(repo/'nbs'/'00_errors.ipynb', breaks)
+    r = subprocess.run([sys.executable, str(repo/'docs'/'build.py'), '--out', str(repo/'site'), '--execute', '01_config.ipynb'],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ran = lambda page: 'jp-OutputArea-output' in (repo/'site'/page).read_text()  # an executed cell's output
+    assert ran('config.html') and not ran('errors.html') and not ran('store.html')
+    r = subprocess.run([sys.executable, str(repo/'docs'/'build.py'), '--out', str(repo/'site2'), '--execute', 'nope.ipynb'],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and '--execute nope.ipynb: no such notebook in nbs/' in r.stderr and not (repo/'site2').exists()
