@@ -8,10 +8,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-# Markers say what a test starts: `pytest -m "not integration"` must start no process. Every process a test starts
-# (its fixtures' included) goes through subprocess.Popen, so counting them here lets a test that starts one without
-# the `integration` marker fail at teardown, naming what it started.
+# Markers say what a test starts: `pytest -m "not integration"` should start no process. Every process a test starts
+# (its fixtures' included) goes through subprocess.Popen, so counting them here names each test that starts one
+# without the `integration` marker: listed at the end of the run, and a failure at its teardown with
+# MLOPS_NB_STRICT_MARKERS=1 (not yet the default: about 120 tests still need the marker, see /work/notes/suite.md).
 _started = []
+_unmarked = []
 _execute_child = subprocess.Popen._execute_child
 
 
@@ -42,9 +44,25 @@ def pytest_runtest_teardown(item, nextitem):
     res = yield
     started = _started[getattr(item, '_started_before', len(_started)):]
     if started and not item.get_closest_marker('integration'):
-        pytest.fail(f"{item.nodeid} started {len(started)} process(es) ({started[0]!r} first) but is not marked "
-                    "`integration`: add `@pytest.mark.integration` (markers say what a test starts)", pytrace=False)
+        why = f"{item.nodeid} started {len(started)} process(es) ({str(started[0])[:120]!r} first) but is not marked `integration`"
+        _unmarked.append(why)
+        if os.environ.get('MLOPS_NB_STRICT_MARKERS'):
+            pytest.fail(why + ": add `@pytest.mark.integration` (markers say what a test starts)", pytrace=False)
+        item.user_properties.append(('unmarked_processes', why))
     return res
+
+
+def pytest_runtest_logreport(report):
+    "On the controller of an xdist run, collect what the workers found."
+    if report.when == 'teardown' and not os.environ.get('PYTEST_XDIST_WORKER'):
+        for k, v in report.user_properties:
+            if k == 'unmarked_processes' and v not in _unmarked: _unmarked.append(v)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unmarked:
+        terminalreporter.section(f"{len(_unmarked)} tests start processes without the `integration` marker")
+        for why in sorted(_unmarked): terminalreporter.line(why)
 
 
 @pytest.fixture(scope='session')

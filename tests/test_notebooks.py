@@ -22,6 +22,8 @@ def test_every_module_has_a_notebook():
     assert modules == exported
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize('notebook', sorted(set(NOTEBOOKS) - TESTED_BY_THE_DOCS_BUILD))
 def test_notebook(notebook):
     nbdev_test = Path(sys.executable).parent/'nbdev-test'
