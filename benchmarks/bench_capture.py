@@ -2,6 +2,7 @@
 
     python benchmarks/bench_capture.py [--repeat 7] [--extra-packages 150] [--gb 1.0] [--fp-repeat 3]
     python benchmarks/bench_capture.py --quick      # 0.1 GB data, 3 repeats
+    python benchmarks/bench_capture.py --smoke      # 5 MB data, 1 repeat, 10 fake packages: CI runs this so it cannot rot
     python benchmarks/bench_capture.py --skip-data  # the context capture only
 
 Context    `capture_context(settings, notebook=...)` on a temp git repository (a commit, 2 modified tracked files,
@@ -337,10 +338,12 @@ def main():
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--quick', action='store_true', help="0.1 GB and 3 repeats")
     ap.add_argument('--skip-data', action='store_true', help="only the context capture")
+    ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     ap.add_argument('--stability-child', action='store_true', help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.stability_child: return stability_child(a.gb, a.seed)
     if a.quick: a.gb, a.repeat, a.fp_repeat = 0.1, 3, 3
+    if a.smoke: a.gb, a.repeat, a.fp_repeat, a.extra_packages = 0.005, 1, 1, 10
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix='bench-capture-') as root:
         note("building the repository and the fake packages (not timed)")

@@ -3,6 +3,7 @@
     python benchmarks/bench_drift.py [--rows 1000000] [--repeat 3] [--whylogs-repeat 3] [--seed 0]   # ~5.5 minutes
     python benchmarks/bench_drift.py --quick          # 100k rows a side, 3 repeats: ~1.5 minutes
     python benchmarks/bench_drift.py --skip-whylogs   # whylogs takes ~1 min a repeat at 1M rows
+    python benchmarks/bench_drift.py --smoke          # 100k rows a side, 1 repeat: CI runs this so the script cannot rot
     python benchmarks/bench_drift.py --strings object # text as `object` columns, as pandas 2 holds it (its default there)
     /work/venv-pd2/bin/python benchmarks/bench_drift.py --skip-blas1   # on pandas 2 (see benchmarks/README.md: the venv)
 
@@ -337,6 +338,7 @@ def main():
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--quick', '--smoke', action='store_true', help="100k rows a side (unless --rows is given), 3 repeats: a smoke run")
     ap.add_argument('--skip-whylogs', action='store_true')
+    ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     ap.add_argument('--skip-blas1', action='store_true', help="leave out the diagnostic mlops_nb run with OPENBLAS_NUM_THREADS=1")
     ap.add_argument('--strings', choices=('default', 'object'), default='default',
                     help="text columns as pandas' default (pandas 3: `str`; pandas 2: `object`) or as `object` on either")
@@ -353,6 +355,7 @@ def main():
         print(json.dumps(out)); return 0
     if a.quick and '--rows' not in sys.argv: a.rows = 100_000
     if a.quick and '--repeat' not in sys.argv: a.repeat = 3
+    if a.smoke: a.rows, a.repeat, a.whylogs_repeat, a.skip_blas1 = 100_000, 1, 1, True  # at 20k rows cat0 can show as drift: the check fails
     wl_repeat = 0 if a.skip_whylogs else (a.whylogs_repeat if a.whylogs_repeat is not None else a.repeat)
     t0 = time.perf_counter()
     ours, sp, wl, cold, blas1 = [], [], [], [], []

@@ -1,7 +1,8 @@
 """Drift calibration and power: false-alarm rates with no shift, and detection rates of small shifts, on raw frames and on profiles.
 
     python benchmarks/bench_drift_calibration.py [--seed 0]        # ~10 minutes on 2 quiet cores (29 min at load 6-12, reduced reps)
-    python benchmarks/bench_drift_calibration.py --quick           # a smoke run: ~50 s
+    python benchmarks/bench_drift_calibration.py --quick           # fewer repetitions: ~50 s
+    python benchmarks/bench_drift_calibration.py --smoke           # 2 repetitions at 1k and 10k, none at 1M: CI runs this so it cannot rot
     python benchmarks/bench_drift_calibration.py --full            # adds 10M rows a side (profiles merged from 1M chunks): ~30 s a repetition (5 by default)
     python benchmarks/bench_drift_calibration.py --reps 1000:200,10000:100 --power-reps 50 --reps-1m 20 --reps-10m 5
 
@@ -316,13 +317,19 @@ def main():
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--quick', '--smoke', action='store_true', help="fewer repetitions (see the defaults in the code): a smoke run")
     ap.add_argument('--full', action='store_true', help="add 10M rows a side, profiles only")
+    ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     ap.add_argument('--reps', type=parse_reps, default=None, help="calibration repetitions by size, e.g. 1000:200,10000:100,100000:40")
     ap.add_argument('--reps-1m', type=int, default=None, help="repetitions at 1M rows (calibration and 1M power)")
     ap.add_argument('--reps-10m', type=int, default=None, help="repetitions at 10M rows (with --full)")
     ap.add_argument('--power-reps', type=int, default=None, help="repetitions of each power scenario")
     ap.add_argument('--power-rows', type=int, default=10_000)
     a = ap.parse_args()
-    q = a.quick
+    q = a.quick or a.smoke
+    if a.smoke:
+        a.reps = {1_000: 2, 10_000: 2, 100_000: 0} | (a.reps or {})
+        a.reps_1m = 0 if a.reps_1m is None else a.reps_1m
+        a.power_reps = 1 if a.power_reps is None else a.power_reps
+        a.power_rows = min(a.power_rows, 2_000)
     reps = {1_000: 20 if q else 200, 10_000: 10 if q else 100, 100_000: 2 if q else 40}
     reps |= a.reps or {}
     reps[1_000_000] = a.reps_1m if a.reps_1m is not None else 1 if q else 20
@@ -333,7 +340,7 @@ def main():
     cfg = DriftConfig()
     t0 = time.perf_counter()
     tallies, big, sp = calibration(sizes, reps, a.seed, cfg, (0.01, 0.03, 0.04, 0.05), full_reps)
-    many = many_categories(a.power_rows, 5 if q else 50, a.seed, cfg)
+    many = many_categories(a.power_rows, 1 if a.smoke else 5 if q else 50, a.seed, cfg)
     t1 = time.perf_counter()
     pw = power(a.power_rows, a.power_reps, a.seed, cfg)
     t2 = time.perf_counter()

@@ -1,6 +1,7 @@
 """`%load_ext mlops_nb` and the first `%mlops track` in a fresh Jupyter kernel, vs `import mlflow` and `mlflow.start_run()`.
 
     python benchmarks/bench_load_ext.py [--repeat 5] [--wait 3]
+    python benchmarks/bench_load_ext.py --smoke       # 1 repeat, 0.5 s wait: CI runs this so the script cannot rot
 
 Each repeat starts real ipykernel kernels (jupyter_client's KernelManager), each in a new project folder whose store is
 made by the fast template copy (MLOPS_NB_CACHE_DIR points at a cache built once up front, MLOPS_NB_PROJECT_DIR at the
@@ -149,7 +150,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--repeat', type=int, default=5)
     ap.add_argument('--wait', type=float, default=3, help="seconds between the load (or import) and the first run")
+    ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     a = ap.parse_args()
+    if a.smoke: a.repeat, a.wait = 1, 0.5
     from mlops_nb.store import build_template, template_path
     with tempfile.TemporaryDirectory(prefix='bench-load-ext-') as root:
         root = Path(root); cache = root/'cache'

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_quota.py [--seconds 10] [--repeat 3]
     python benchmarks/bench_quota.py --quick        # 4 s of work, 2 repeats
+    python benchmarks/bench_quota.py --smoke        # 0.5 s of work, 1 repeat, 10 draws: CI runs this so it cannot rot
 
 Overhead   the same CPU-bound work (a pure-Python loop of a fixed number of iterations, about `--seconds` of CPU),
            each variant in a new Python process, `--repeat` times:
@@ -94,8 +95,10 @@ def main():
     ap.add_argument('--seconds', type=float, default=10.0); ap.add_argument('--repeat', type=int, default=3)
     ap.add_argument('--history', type=int, default=12); ap.add_argument('--draws', type=int, default=200)
     ap.add_argument('--quick', action='store_true')
+    ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     a = ap.parse_args()
     if a.quick: a.seconds, a.repeat, a.draws = 4.0, 2, 50
+    if a.smoke: a.seconds, a.repeat, a.draws = 0.5, 1, 10
     t_all = time.perf_counter()
     res = overhead(a.seconds, a.repeat)
     med = lambda xs: statistics.median(xs)

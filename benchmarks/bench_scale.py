@@ -4,6 +4,7 @@ Parquet folder on 2 workers vs one process.
     python benchmarks/bench_scale.py --quick                 # smoke: 4 notebooks, 2 overhead rounds, 0.05 GB: ~3 minutes
     python benchmarks/bench_scale.py [--size-gb 1] [--work 4] [--repeat 3]
     python benchmarks/bench_scale.py --skip-sweep            # (or --skip-profile) one part only
+    python benchmarks/bench_scale.py --smoke                 # 2 notebooks of 0.2 s, 1 overhead round, 5 MB: CI runs this so it cannot rot
 
 The cluster is `DaskCluster` (what `mlops-nb cluster` starts): a `dask scheduler` and 2 `dask worker` processes with
 1 thread each, on this machine.
@@ -143,9 +144,11 @@ def main():
     ap.add_argument('--repeat', type=int, default=5, help="overhead rounds")
     ap.add_argument('--size-gb', type=float, default=None, help="size of the Parquet folder [default 1; --quick 0.05]")
     ap.add_argument('--skip-sweep', action='store_true'); ap.add_argument('--skip-profile', action='store_true')
+    ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     a = ap.parse_args()
     if a.quick: a.notebooks, a.work, a.repeat = 4, 1.0, 2
-    size = a.size_gb if a.size_gb is not None else (0.05 if a.quick else 1.0)
+    if a.smoke: a.notebooks, a.work, a.repeat = 2, 0.2, 1
+    size = a.size_gb if a.size_gb is not None else (0.005 if a.smoke else 0.05 if a.quick else 1.0)
     from mlops_nb.executors import DaskCluster
     with tempfile.TemporaryDirectory(prefix='bench-scale-') as root:
         os.environ['MLOPS_NB_CACHE_DIR'] = str(Path(root)/'cache')

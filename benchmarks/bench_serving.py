@@ -2,6 +2,7 @@
 
     python benchmarks/bench_serving.py              # 60 s of load, 10,000 canary keys, 3 rollbacks: ~4 minutes
     python benchmarks/bench_serving.py --quick      # 15 s of load, 2,000 canary keys, 1 rollback: ~2 minutes
+    python benchmarks/bench_serving.py --smoke      # 2 s of load at 50/s, 100 keys, 1 rollback, 10 hostile bodies: CI runs this
     python benchmarks/bench_serving.py [--seconds 60] [--rate 200] [--keys 10000] [--rollbacks 3] [--skip-peer]
 
 Setup     a temporary project: LightGBM (100 trees) trained on scikit-learn's breast-cancer data (30 float columns) and
@@ -281,6 +282,7 @@ def pct(x): return f"{x:.2%}"
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help="15 s of load, 2,000 canary keys, 1 rollback")
+    ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     ap.add_argument('--seconds', type=float, default=None, help="seconds of load on our server [60; --quick 15]")
     ap.add_argument('--rate', type=float, default=200.0, help="requests per second [200]")
     ap.add_argument('--keys', type=int, default=None, help="canary keys, one request each [10000; --quick 2000]")
@@ -289,6 +291,9 @@ def main():
     ap.add_argument('--hostile-only', action='store_true', help="only the hostile-bodies part (memory bound, /health latency)")
     ap.add_argument('--hostile-bodies', type=int, default=None, help="bodies sent in the hostile part [200; --quick 60]")
     a = ap.parse_args()
+    if a.smoke:
+        a.seconds, a.keys, a.rollbacks, a.hostile_bodies = a.seconds or 2.0, a.keys or 100, a.rollbacks or 1, a.hostile_bodies or 10
+        if '--rate' not in sys.argv: a.rate = 50.0
     seconds = a.seconds or (15.0 if a.quick else 60.0)
     keys, reps = a.keys or (2000 if a.quick else 10_000), a.rollbacks or (1 if a.quick else 3)
     t_all, load0 = time.perf_counter(), os.getloadavg()

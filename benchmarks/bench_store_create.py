@@ -1,6 +1,7 @@
 """New-store time: mlops_nb's template copy vs MLflow's own SQLite store creation, measured in one run.
 
     python benchmarks/bench_store_create.py [--repeat 7]
+    python benchmarks/bench_store_create.py --smoke     # one of each: CI runs this so the script cannot rot
 
 Prints medians (machines here are noisy) and the ratio MLflow / mlops_nb for:
   in-process  the store call alone, MLflow already imported for MLflow's side;
@@ -50,12 +51,14 @@ def cold(repeat, cache):
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--repeat', type=int, default=7)
+    ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     a = ap.parse_args()
+    if a.smoke: a.repeat = 1
     with tempfile.TemporaryDirectory() as cache:
         ours, theirs, first = in_process(a.repeat, cache)
-        cold_ours, cold_theirs = cold(max(3, a.repeat // 2), cache)
+        cold_ours, cold_theirs = cold(1 if a.smoke else max(3, a.repeat // 2), cache)
     print(f"one-time template build per MLflow version (includes importing MLflow): {first:.0f} ms")
     print(f"{'new store':<12}{'mlops_nb':>12}{'MLflow':>12}{'ratio':>9}")
     print(f"{'in-process':<12}{ours:>10.1f}ms{theirs:>10.1f}ms{theirs/ours:>8.1f}x")
     print(f"{'cold':<12}{cold_ours:>10.1f}ms{cold_theirs:>10.1f}ms{cold_theirs/cold_ours:>8.1f}x")
-    print(f"medians of {a.repeat} (in-process) and {max(3, a.repeat // 2)} (cold) runs; ratio = MLflow / mlops_nb")
+    print(f"medians of {a.repeat} (in-process) and {1 if a.smoke else max(3, a.repeat // 2)} (cold) runs; ratio = MLflow / mlops_nb")

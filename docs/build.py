@@ -1,12 +1,14 @@
 """Build the HTML docs from the notebooks and guides, offline, with tools from PyPI (nbclient, nbconvert, mistune).
 
-    python docs/build.py [--out docs/_site] [--no-execute]
+    python docs/build.py [--out docs/_site] [--no-execute | --execute NOTEBOOK ...]
 
 Each notebook in nbs/ (the API pages, and the tutorial) is executed in a fresh kernel, so the docs show real output
 and a broken example fails the build; cells marked `#| hide` are dropped, `#|` directives are stripped, and the page
 is named the way nbdev names it (`01_config.ipynb` -> `config.html`). The guides in docs/guides/*.md become
 `getting_started.html` and `guide_<name>.html`, with the screenshots of docs/screenshots/. `cli_reference.html` is
-generated from `mlops-nb --help`.
+generated from `mlops-nb --help`. `--execute tutorial.ipynb` runs that notebook only and renders the others as saved
+(the test suite does this: every notebook runs under `nbdev-test` in tests/test_notebooks.py, so running them all
+again here would only double the suite's longest part); `--no-execute` runs none.
 
 Before anything runs, the guides and the notebooks' prose are checked against the code: every `mlops-nb` command and
 option, every `%mlops` verb and option and every `mn.<name>` they show must exist, and every relative link and image
@@ -213,11 +215,15 @@ def page_shell(title, navigation, body):
 
 
 def build(out: Path, execute=True, timeout=600):
+    "Build the site into `out`; `execute`: run every notebook (True), none (False), or those named in a collection."
     import nbformat
     from nbconvert import HTMLExporter
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     nbs = notebooks()
+    if execute not in (True, False):
+        unknown = sorted(set(execute) - {p.name for p in nbs})
+        if unknown: sys.exit(f"docs: --execute {' '.join(unknown)}: no such notebook in nbs/ (there are: {', '.join(p.name for p in nbs)})")
     titles = {}
     for p in nbs:
         first = nbformat.read(p, as_version=4).cells[0].source.splitlines()[0]
@@ -263,7 +269,7 @@ def build(out: Path, execute=True, timeout=600):
     for p in nbs:
         t0 = time.perf_counter()
         nb = nbformat.read(p, as_version=4)
-        if execute:
+        if execute is True or (execute is not False and p.name in execute):
             old = dict(os.environ); os.environ.update(env)
             try: NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(p.parent)}}).execute()
             except CellExecutionError as e:
@@ -284,5 +290,7 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', type=Path, default=ROOT/'docs'/'_site', help="Output folder [docs/_site]")
     ap.add_argument('--no-execute', action='store_true', help="Render the notebooks as saved, without running them")
+    ap.add_argument('--execute', action='append', metavar='NOTEBOOK', help="Run only this notebook of nbs/ (repeatable); render the others as saved")
     a = ap.parse_args()
-    build(a.out, execute=not a.no_execute)
+    if a.no_execute and a.execute: ap.error("--no-execute and --execute: choose one")
+    build(a.out, execute=False if a.no_execute else set(a.execute) if a.execute else True)

@@ -134,8 +134,12 @@ def readme_command(name):
 
 
 def test_docs_build_offline_from_the_notebooks(tmp_path):
+    "The whole site, with the tutorial executed in a real kernel (its outputs are checked below); the API notebooks are"
+    "rendered as saved: each is executed by its own `nbdev-test` in tests/test_notebooks.py, and a broken example failing"
+    "the build is checked by test_docs_build_fails_on_a_broken_example."
     out = tmp_path/'site'
-    r = subprocess.run([sys.executable, str(REPO/'docs'/'build.py'), '--out', str(out)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, str(REPO/'docs'/'build.py'), '--out', str(out), '--execute', 'tutorial.ipynb'],
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     pages = {p.name for p in out.glob('*.html')}
     assert {'index.html', 'errors.html', 'config.html', 'store.html', 'quickstart.html', 'cli.html', 'cli_reference.html'} <= pages
@@ -190,6 +194,22 @@ def test_docs_build_fails_on_a_broken_example(repo):
     edit_nb(nb_file(repo, 'errors'), breaks)
     r = subprocess.run([sys.executable, str(repo/'docs'/'build.py'), '--out', str(repo/'site')], capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and f"{nb_file(repo, 'errors').relative_to(repo)} failed" in r.stderr and 'ZeroDivisionError' in r.stderr
+    assert 'docs: 01_config.ipynb' not in r.stdout  # it stops at the first broken notebook
+
+
+def test_docs_build_executes_only_the_notebooks_it_is_asked_to(repo):
+    "`--execute NB`: a broken example elsewhere is rendered as saved, the named notebook runs; an unknown name is refused."
+    def breaks(nb): cell_with(nb, 'e = MlopsNbError(')['source'].append('\n1/0')
+    edit_nb(nb_file(repo, 'errors'), breaks)
+    r = subprocess.run([sys.executable, str(repo/'docs'/'build.py'), '--out', str(repo/'site'), '--execute', '01_config.ipynb'],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (repo/'site'/'errors.html').exists() and (repo/'site'/'config.html').exists()  # the broken one rendered, not run
+    r = subprocess.run([sys.executable, str(repo/'docs'/'build.py'), '--out', str(repo/'site2'), '--execute', 'nope.ipynb'],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and '--execute nope.ipynb: no such notebook in nbs/' in r.stderr and not (repo/'site2').exists()
+
+
 
 
 def test_imports_go_one_way_with_no_private_names_across_modules(tmp_path):

@@ -21,6 +21,8 @@ def test_every_module_has_a_notebook():
     assert modules == exported
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize('notebook', NOTEBOOKS)
 def test_notebook(notebook):
     nbdev_test = Path(sys.executable).parent/'nbdev-test'

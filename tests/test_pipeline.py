@@ -98,9 +98,15 @@ def test_a_failing_notebook_is_recorded_as_failed_with_its_cell_and_traceback(pr
 def test_ctrl_c_stops_the_run_cleanly(project):
     _write_nb(project/'slow.ipynb', "import mlops_nb as mn\nmn.log_metric('started', 1.0)\nprint('sleeping', flush=True)", "import time\ntime.sleep(120)")
     p = subprocess.Popen([str(BIN/'mlops-nb'), 'run', 'slow.ipynb', '--no-html'], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list((project/'.mlops'/'runs').glob('slow-*.ipynb')): time.sleep(0.2)
-    time.sleep(4)  # well into the sleeping cell
+    def sleeping():  # papermill saves the executed copy as each cell starts: the sleeping cell is marked running
+        for f in (project/'.mlops'/'runs').glob('slow-*.ipynb'):
+            try: cells = json.loads(f.read_text())['cells']
+            except (OSError, ValueError): continue  # not written yet
+            if any('time.sleep(120)' in ''.join(c['source']) and (c['metadata'].get('papermill') or {}).get('status') == 'running' for c in cells):
+                return True
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not sleeping(): time.sleep(0.1)
+    assert sleeping(), "the sleeping cell never started"
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, out + err

@@ -22,7 +22,7 @@ def test_first_screen_has_exactly_two_commands():
 def test_main_job_installs_and_runs_quickstart_and_tests_install_and_run_pytest():
     main, tests = readme_command('main-job'), readme_command('tests')
     assert 'pip install -e ".[train]"' in main and main.endswith('mlops-nb quickstart')
-    assert 'pip install -e ".[dev]"' in tests and tests.endswith('-m pytest')
+    assert 'pip install -e ".[dev]"' in tests and re.search(r' -m pytest( -n \d+)?$', tests)
     for cmd in (main, tests): assert cmd.startswith('python3 -m venv .venv')
 
 

@@ -16,12 +16,19 @@ pytestmark = pytest.mark.integration
 PG = os.environ.get('MLOPS_NB_TEST_PG', 'postgresql://postgres@127.0.0.1:5432/test')
 
 
+def _no_postgres(why):
+    "Skip, or in CI (`CI` set, as .ci/run sets it) fail: there, a missing PostgreSQL must not pass silently."
+    if os.environ.get('CI'): pytest.fail(f"{why} (CI is set: team-mode and server-store tests must run)")
+    pytest.skip(why)
+
+
 @pytest.fixture
 def databases():
-    "A function making fresh PostgreSQL databases (dropped at the end); skips when no PostgreSQL answers."
-    psycopg = pytest.importorskip('psycopg', reason='pip install "mlops-nb[team]"')
+    "A function making fresh PostgreSQL databases (dropped at the end); skips when no PostgreSQL answers, fails in CI."
+    try: import psycopg
+    except ImportError: _no_postgres('psycopg is not installed: pip install "mlops-nb[team]"')
     try: admin = psycopg.connect(PG, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as e: pytest.skip(f"no PostgreSQL at {PG} ({str(e).splitlines()[0]}); see this module's docstring")
+    except psycopg.OperationalError as e: _no_postgres(f"no PostgreSQL at {PG} ({str(e).splitlines()[0]}); see this module's docstring")
     made = []
     def make():
         name = f"mlopsnb_{uuid.uuid4().hex[:10]}"
