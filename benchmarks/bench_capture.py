@@ -86,9 +86,9 @@ def metadata_names():
 COLD_CALL = """
 import json, sys, time
 t0 = time.perf_counter()
-import mlops_nb.capture as C
+import mlops_nb.tracking.capture as C
 t1 = time.perf_counter()
-from mlops_nb.config import resolve_settings
+from mlops_nb.core.config import resolve_settings
 s = resolve_settings(project_dir={repo!r}, env={{}})
 sys.path.insert(0, {src!r}); import churn_features
 t2 = time.perf_counter()
@@ -105,8 +105,8 @@ print(json.dumps(dict(import_s=t1 - t0, call_s=t3 - t2, metadata_s=t5 - t4, pack
 
 COLD_PARTS = """
 import json, os, sys, time
-import mlops_nb.capture as C
-from mlops_nb.config import resolve_settings
+import mlops_nb.tracking.capture as C
+from mlops_nb.core.config import resolve_settings
 s = resolve_settings(project_dir={repo!r}, env={{}})
 sys.path.insert(0, {src!r}); import churn_features
 out, pc = {{}}, time.perf_counter
@@ -136,14 +136,14 @@ def bench_context(root, repeat, extra):
     res = dict(repo=repo, extra=extra)
 
     # what each side sees: the venv's packages alone (for the count check), then with the fake ones
-    from mlops_nb.capture import installed_packages
+    from mlops_nb.tracking.capture import installed_packages
     venv_pkgs = len(installed_packages())
     freeze_lines = lambda out: [l for l in out.splitlines() if l.strip() and not l.startswith('#')]
     res['freeze_base'] = len(freeze_lines(run([sys.executable, '-m', 'pip', 'freeze']).stdout))
     if fake: sys.path.insert(0, str(fake))
     sys.path.insert(0, str(src)); import churn_features  # noqa: F401  a local module, as a project's notebook imports one
-    import mlops_nb.capture as C
-    from mlops_nb.config import resolve_settings
+    import mlops_nb.tracking.capture as C
+    from mlops_nb.core.config import resolve_settings
     s = resolve_settings(project_dir=repo, env={})
     ours = C.installed_packages()
     meta = metadata_names()
@@ -205,7 +205,7 @@ def report_context(r, repeat):
             ("new process: start, import, capture (wall)", r['proc'], None)]
     for name, x, m in rows:
         print(f"{name:<{W}}{ms(x):>11}{r['freeze']/x:>16.1f}x" + (f"{m/x:>24.1f}x" if m else f"{'-':>25}"))
-    print(f"{'  of which import mlops_nb.capture':<{W}}{ms(r['import_s']):>11}")
+    print(f"{'  of which import mlops_nb.tracking.capture':<{W}}{ms(r['import_s']):>11}")
     print(f"{'capture_seconds the context records (warm)':<{W}}{ms(r['ctx_s']):>11}")
     print(f"{'pip freeze (subprocess wall)':<{W}}{ms(r['freeze']):>11}")
     print(f"{'importlib.metadata name+version, first in a process':<{W}}{ms(r['meta_cold']):>11}")
@@ -243,7 +243,7 @@ def mixed_frame(gb, seed):
 
 
 def bench_frame(df, repeat):
-    from mlops_nb.capture import fingerprint
+    from mlops_nb.tracking.capture import fingerprint
     import pandas as pd
     ours, theirs, fp = [], [], None
     for _ in range(repeat):
@@ -257,7 +257,7 @@ def bench_frame(df, repeat):
 
 def bench_file(root, gb, repeat, seed):
     import numpy as np
-    from mlops_nb.capture import fingerprint
+    from mlops_nb.tracking.capture import fingerprint
     p, rng, left = Path(root)/'data.bin', np.random.default_rng(seed), int(gb * 2**30)
     with open(p, 'wb') as f:
         while left > 0: n = min(left, 64 * 2**20); f.write(rng.bytes(n)); left -= n
@@ -278,7 +278,7 @@ def bench_file(root, gb, repeat, seed):
 
 def stability_child(gb, seed):
     "In a new process: rebuild the frames from the seed and print their fingerprints (the parent compares)."
-    from mlops_nb.capture import fingerprint
+    from mlops_nb.tracking.capture import fingerprint
     out = {}
     for name, build in (('numeric', numeric_frame), ('mixed', mixed_frame)):
         df = build(gb, seed); out[name] = fingerprint(df)['fingerprint']; del df; gc.collect()

@@ -125,8 +125,8 @@ def traced_peak(call):
 # -- children: one new process per repeat -----------------------------------------------------------------------------
 def child_ours(rows, seed, tmp):
     t = time.perf_counter()
-    from mlops_nb.drift import drift, DriftConfig
-    from mlops_nb.profiles import profile, save_profile, read_profile
+    from mlops_nb.monitoring.drift import drift, DriftConfig
+    from mlops_nb.monitoring.profiles import profile, save_profile, read_profile
     out = dict(import_s=time.perf_counter() - t)
     t = time.perf_counter(); ref, cur = frames(rows, seed); out['build_s'] = time.perf_counter() - t
     out['frames_mb'] = _status('VmRSS')
@@ -164,8 +164,8 @@ def child_ours(rows, seed, tmp):
 COLD_PROFILES = """
 import json, sys, time
 t0 = time.perf_counter()
-from mlops_nb.drift import drift, DriftConfig
-from mlops_nb.profiles import read_profile
+from mlops_nb.monitoring.drift import drift, DriftConfig
+from mlops_nb.monitoring.profiles import read_profile
 t1 = time.perf_counter()
 r, c = read_profile(sys.argv[1]), read_profile(sys.argv[2])
 t2 = time.perf_counter()

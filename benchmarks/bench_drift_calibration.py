@@ -104,14 +104,14 @@ class Tally:
 
 
 def replace_column(prof, col):
-    from mlops_nb.profiles import Profile
+    from mlops_nb.monitoring.profiles import Profile
     return Profile({**prof.columns, col.name: col}, prof.rows, dict(prof.meta))
 
 
 # -- calibration ------------------------------------------------------------------------------------------------------
 def calibration(sizes, reps, seed, cfg, big_shifts, full_reps):
-    from mlops_nb.drift import drift
-    from mlops_nb.profiles import profile
+    from mlops_nb.monitoring.drift import drift
+    from mlops_nb.monitoring.profiles import profile
     tallies, big, sp = {}, defaultdict(list), {}  # big: shift -> [(significant, alerted, p, effect_upper of the mean test)]
     for n in sizes:
         R = reps[n]; raw_t, prof_t, sp_t = Tally(), Tally(), ScipyTally()
@@ -158,7 +158,7 @@ def zipf_column(n, k, rng):
 def many_categories(n, R, seed, cfg, k=500):
     "No shift, the 25 columns plus one of `k` Zipf categories (most rare): how often that column is `minor` or `drift`."
     import pandas as pd
-    from mlops_nb.drift import drift
+    from mlops_nb.monitoring.drift import drift
     from scipy.stats import chi2_contingency
     st, peer = Counter(), 0
     note(f"calibration: the 25 columns + one of {k} categories, {n:,} rows a side, {R} repetitions")
@@ -194,7 +194,7 @@ def shape_frame(n, rng, shift):
 
 
 def power(n, R, seed, cfg):
-    from mlops_nb.drift import drift
+    from mlops_nb.monitoring.drift import drift
     out = []
     for k, (label, change, targets, goal) in enumerate(SCENARIOS):
         note(f"power: {label}, {n:,} rows a side, {R} repetitions")
@@ -336,7 +336,7 @@ def main():
     sizes = [n for n in sorted(reps) if reps[n] > 0]
     full_reps = (a.reps_10m if a.reps_10m is not None else 2 if q else 5) if a.full else 0
     a.power_reps = a.power_reps if a.power_reps is not None else 4 if q else 50
-    from mlops_nb.drift import DriftConfig
+    from mlops_nb.monitoring.drift import DriftConfig
     cfg = DriftConfig()
     t0 = time.perf_counter()
     tallies, big, sp = calibration(sizes, reps, a.seed, cfg, (0.01, 0.03, 0.04, 0.05), full_reps)

@@ -70,7 +70,7 @@ def realized(scenario, cur):
 
 
 def ours(scenario, ref, cur):
-    from mlops_nb.performance import estimate_performance
+    from mlops_nb.monitoring.performance import estimate_performance
     t = time.perf_counter()
     if scenario == 'regression': rep = estimate_performance(ref, cur, prediction='pred', label='y', features=['x1', 'x2'], log=False)
     else: rep = estimate_performance(ref, cur, prediction='pred', proba='score', label='label', log=False)

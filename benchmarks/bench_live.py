@@ -31,7 +31,7 @@ def _thread_cpu(thread):
 
 def _run(settings, n, with_view, name):
     import mlops_nb as mn
-    from mlops_nb.live import LiveView
+    from mlops_nb.tracking.live import LiveView
     run = mn.track(name=name, settings=settings, system_metrics=None)
     run.capture._thread.join(60)  # the context capture of a new run: not part of either arm
     view = None
@@ -64,7 +64,7 @@ def _first_view(settings):
     "What the first view adds to the first `%mlops track` of a kernel: anywidget's import and the widget (IPython is loaded already)."
     import IPython, ipykernel.ipkernel  # noqa: F401 -- in a kernel they are
     import mlops_nb as mn
-    from mlops_nb.live import LiveView
+    from mlops_nb.tracking.live import LiveView
     run = mn.track(name='first', settings=settings, system_metrics=None); run.capture._thread.join(60)
     t = time.perf_counter(); import anywidget  # noqa: F401
     t1 = time.perf_counter(); view = LiveView(run, settle=0); view.widget; t2 = time.perf_counter()
@@ -80,7 +80,7 @@ def main(argv=None):
     ap.add_argument('--million', action='store_true', help="also one run of 1M metrics with the view")
     a = ap.parse_args(argv)
     if a.smoke: a.metrics, a.pairs = 10_000, 2
-    from mlops_nb.config import resolve_settings
+    from mlops_nb.core.config import resolve_settings
     d = Path(tempfile.mkdtemp(prefix='bench-live-'))
     (d/'pyproject.toml').write_text('[project]\nname = "bench-live"\n')
     s = resolve_settings(project_dir=d, env={}, cache_dir=str(d/'cache'))

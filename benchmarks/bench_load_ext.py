@@ -133,8 +133,8 @@ def ours(root, cache, i, wait):
 
 
 def peer(root, cache, i, wait, template):
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import ensure_store
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import ensure_store
     project = root/f'mlflow-{"template" if template else "new"}{i}'; project.mkdir()
     s = resolve_settings(project_dir=project, env={}, cache_dir=str(cache))
     if template: ensure_store(s)  # the very store `%mlops track` gets: a copy of the migrated template
@@ -153,7 +153,7 @@ def main():
     ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     a = ap.parse_args()
     if a.smoke: a.repeat, a.wait = 1, 0.5
-    from mlops_nb.store import build_template, template_path
+    from mlops_nb.store.client import build_template, template_path
     with tempfile.TemporaryDirectory(prefix='bench-load-ext-') as root:
         root = Path(root); cache = root/'cache'
         print("  .. building the shared store template (not timed)", file=sys.stderr, flush=True)

@@ -106,8 +106,8 @@ class Runner:
 
 
 def client_for(proj, cache):
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
     return open_client(resolve_settings(project_dir=proj, env={}, cache_dir=str(cache)))
 
 
@@ -161,7 +161,7 @@ def bench_run(root, cache, run, repeat):
                 pm_nb=[mm[0] for mm in pm_meta], ours_nb=[meta[0] for _, _, meta in runs], orphans=run.orphans, reaper=run.reaper)
 
 
-IMPORTS = ['pass', 'import mlops_nb.cli', 'import mlops_nb.pipeline, mlops_nb.backends, mlops_nb.tracker', 'import papermill',
+IMPORTS = ['pass', 'import mlops_nb.cli', 'import mlops_nb.pipelines.run, mlops_nb.store.backends, mlops_nb.tracking.sync', 'import papermill',
            'import nbconvert', 'import papermill, nbconvert', 'import mlflow']
 
 
@@ -185,7 +185,7 @@ T = {'t0': time.monotonic()}
 def mark(k): T.setdefault(k, time.monotonic())
 from mlops_nb.cli import main
 mark('cli_imported')
-import mlops_nb.pipeline as P, mlops_nb.tracker as TR
+import mlops_nb.pipelines.run as P, mlops_nb.tracking.sync as TR
 def around(obj, name, before, after=None):
     f = getattr(obj, name)
     def w(*a, **kw):
@@ -462,7 +462,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix='bench-pipeline-') as root:
         cache = Path(root)/'cache'
         note("building the store template (not timed)")
-        from mlops_nb.store import build_template, template_path
+        from mlops_nb.store.client import build_template, template_path
         t = time.perf_counter(); build_template(template_path(cache)); tmpl = time.perf_counter() - t
         run = Runner(cache, Path(root)/'pycache')
         r = sw = imports = phases = None

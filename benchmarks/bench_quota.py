@@ -71,7 +71,7 @@ def overhead(seconds, repeat):
 
 def estimates(history, draws):
     import numpy as np
-    from mlops_nb.quota import estimate
+    from mlops_nb.resources.quota import estimate
     truth = lambda rows, t: dict(cpu_s=5 + 2e-4*rows + 1.5*t, wall_s=8 + 1e-4*rows + 1.0*t, peak_rss_mb=300 + 4e-3*rows)
     errs = {k: [] for k in ('cpu_s', 'wall_s', 'peak_rss_mb')}; inside = {k: 0 for k in errs}
     rng = np.random.default_rng(0)

@@ -21,7 +21,7 @@ def med(xs): return statistics.median(xs)
 
 
 def bench_cell_hook(n):
-    from mlops_nb.session import CellHistory
+    from mlops_nb.tracking.session import CellHistory
     def cell():
         for i in range(20): print(f"epoch {i}: loss 0.{i:03d}")
         return 42
@@ -53,8 +53,8 @@ def executed(cells):
 
 
 def bench_page(cells, repeat):
-    from mlops_nb.session import notebook_html
-    from mlops_nb.redact import redact_text
+    from mlops_nb.tracking.session import notebook_html
+    from mlops_nb.core.redact import redact_text
     nb = executed(cells)
     try:
         import nbformat
@@ -77,9 +77,9 @@ def bench_table(runs, steps, repeat):
     os.environ.pop('MLFLOW_TRACKING_URI', None)
     tmp = Path(tempfile.mkdtemp(prefix='bench-runs-view-'))
     (tmp/'pyproject.toml').write_text('[project]\nname = "bench"\n')
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
-    from mlops_nb.runs_view import runs_data, metric_curves
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
+    from mlops_nb.tracking.runs_view import runs_data, metric_curves
     s = resolve_settings(project_dir=tmp, env={}, cache_dir=str(tmp/'cache'))
     c = open_client(s)
     from mlflow.entities import Metric, Param

@@ -140,9 +140,9 @@ def setup(proj: Path):
     from mlflow.models import infer_signature
     from sklearn.datasets import load_breast_cancer
     import mlops_nb as mn
-    from mlops_nb import tracking
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
+    from mlops_nb.tracking import runs as tracking
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
     import warnings; warnings.filterwarnings('ignore', category=UserWarning)  # MLflow's hints (integer outputs, type hints)
     s = resolve_settings(project_dir=proj, env={})
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
@@ -386,7 +386,7 @@ def main():
         if peer_why: print(f"  MLflow's scoring server could not be measured: {peer_why}")
 
         print(f"\n2. Canary split: --canary 0.05 --challenger 2, {keys:,} requests at {a.rate:g}/s, one distinct key each")
-        from mlops_nb.deploy import to_challenger
+        from mlops_nb.deploy.rollout import to_challenger
         answered = [(i, v) for i, (st, v) in enumerate(zip(can_raw['status'], can_raw['variant'])) if st == '200']
         share = sum(v == 'challenger' for _, v in answered) / max(1, len(answered))
         wrong = sum((v == 'challenger') != to_challenger(f'key-{i}', 0.05, 'churn:2') for i, v in answered)
@@ -517,7 +517,7 @@ def hostile_report(start, serve, s, n, skip_peer):
 def rollback(start, serve, load, root, rep):
     "One rollback: a fresh server, 100/s until 3 s after /health says rolled_back (at most the guard window + 2 s)."
     import httpx
-    from mlops_nb.deploy import to_challenger
+    from mlops_nb.deploy.rollout import to_challenger
     srv = start(serve + ['--canary', '0.2', '--challenger', '3', '--guard-window', '10'])
     stop_file, seen, done = root/f'stop-{rep}', {}, threading.Event()
     def poll():

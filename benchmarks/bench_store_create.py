@@ -16,8 +16,8 @@ def median_ms(xs): return statistics.median(xs) * 1000
 
 def in_process(repeat, cache):
     import logging
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import ensure_store, template_path, build_template
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import ensure_store, template_path, build_template
     t = time.perf_counter(); build_template(template_path(cache)); first = time.perf_counter() - t
     ours, theirs = [], []
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -33,7 +33,7 @@ def in_process(repeat, cache):
     return median_ms(ours), median_ms(theirs), first * 1000
 
 
-COLD_OURS = "from mlops_nb.store import ensure_store; from mlops_nb.config import resolve_settings; ensure_store(resolve_settings(project_dir={d!r}, env={{}}, cache_dir={c!r}))"
+COLD_OURS = "from mlops_nb.store.client import ensure_store; from mlops_nb.core.config import resolve_settings; ensure_store(resolve_settings(project_dir={d!r}, env={{}}, cache_dir={c!r}))"
 COLD_THEIRS = "import logging; logging.disable(logging.INFO); from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore; SqlAlchemyStore('sqlite:///{d}/mlflow.db', '{d}/artifacts').engine.dispose()"
 
 

@@ -37,8 +37,8 @@ def med(xs): return statistics.median(xs) if xs else float('nan')
 
 
 def settings_for(root, name, cache):
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import ensure_store
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import ensure_store
     d = Path(root)/name; d.mkdir()
     s = resolve_settings(project_dir=d, env={}, cache_dir=str(cache)); ensure_store(s)
     return s
@@ -58,9 +58,9 @@ def store_rows(s, run_id):
 
 # -- in-process figures -------------------------------------------------------------------------------------------
 def per_call_and_drain(root, cache, calls, seconds, mlflow_calls):
-    from mlops_nb.recorder import Tracker
-    from mlops_nb.tracker import replay_journals
-    from mlops_nb.store import open_client, experiment_id
+    from mlops_nb.tracking.recorder import Tracker
+    from mlops_nb.tracking.sync import replay_journals
+    from mlops_nb.store.client import open_client, experiment_id
     import mlops_nb as mn
     res = {}
     s = settings_for(root, 'calls', cache)
@@ -229,7 +229,7 @@ def main():
     if a.smoke: a.calls, a.mlflow_calls, a.seconds, a.processes = 2000, 20, 1.0, 2
     if a.first_track:
         with tempfile.TemporaryDirectory(prefix='bench-tracking-', ignore_cleanup_errors=True) as root:  # sync processes may still write
-            from mlops_nb.store import build_template, template_path
+            from mlops_nb.store.client import build_template, template_path
             ft = first_track(root, a.first_track, build_template(template_path(Path(root)/'cache')))
             report_first_track(ft, a.first_track)
         return 0 if all(x[0] != float('inf') for xs in ft.values() for x in xs) else 1
@@ -237,7 +237,7 @@ def main():
     logging.getLogger('mlflow').setLevel(logging.WARNING); warnings.filterwarnings('ignore', category=DeprecationWarning)
     with tempfile.TemporaryDirectory(prefix='bench-tracking-', ignore_cleanup_errors=True) as root:  # sync processes may still write
         cache = Path(root)/'cache'
-        from mlops_nb.store import build_template, template_path
+        from mlops_nb.store.client import build_template, template_path
         build_template(template_path(cache))
         pc, su = per_call_and_drain(root, cache, a.calls, a.seconds, a.mlflow_calls)
         fh = first_hour(root, a.processes)

@@ -172,7 +172,7 @@ def cli_reference():
 
 
 def site_url(md: Path, url: str) -> str:
-    "The site's page for a guide's repository-relative link (`tracking.md`, `../../nbs/08_tracking.ipynb`, `../screenshots/x.png`)."
+    "The site's page for a guide's repository-relative link (`tracking.md`, `../../nbs/20_tracking/24_runs.ipynb`, `../screenshots/x.png`)."
     if re.match(r'[a-z][a-z0-9+.-]*:', url) or url.startswith(('/', '#')): return url
     path, frag = (url.split('#', 1) + [''])[:2]
     target = (md.parent/path).resolve()
@@ -192,7 +192,7 @@ def check_repo_links(md: Path):
         if re.match(r'[a-z][a-z0-9+.-]*:', url) or url.startswith(('/', '#')): continue
         if not (md.parent/url.split('#')[0]).exists():
             problems.append(f"{md.relative_to(ROOT)}: the link `{url}` leads nowhere in the repository "
-                            "(guides link to files as GitHub shows them: `tracking.md`, `../../nbs/08_tracking.ipynb`, `../screenshots/x.png`)")
+                            "(guides link to files as GitHub shows them: `tracking.md`, `../../nbs/20_tracking/24_runs.ipynb`, `../screenshots/x.png`)")
     return problems
 
 

@@ -1,8 +1,8 @@
 """Jupyter-first MLOps on MLflow: `%load_ext mlops_nb`, then `%mlops track`; or `import mlops_nb as mn; mn.track()`."""
 __version__ = "0.1.0"
 
-from .errors import MlopsNbError
-from .tracking import (track, stop, active_run, log_metric, log_metrics, log_param, log_params, set_tag,
+from .core.errors import MlopsNbError
+from .tracking.runs import (track, stop, active_run, log_metric, log_metrics, log_param, log_params, set_tag,
                        log_artifact, log_dataset, status, sync)
 
 __all__ = ['track', 'stop', 'active_run', 'log_metric', 'log_metrics', 'log_param', 'log_params', 'set_tag',
@@ -11,26 +11,15 @@ __all__ = ['track', 'stop', 'active_run', 'log_metric', 'log_metrics', 'log_para
            'validate_schema', 'profile', 'merge_profiles', 'load_profile', 'drift', 'estimate_performance', 'DriftWidget', 'QuotaWidget', 'live', 'promote', 'approve', 'rollback', 'MlopsNbError',
            'load_ipython_extension']
 
-_LAZY = {'seed': 'capture', 'track_data': 'capture', 'fingerprint': 'capture',
-         'diff_runs': 'reproduce', 'reproduce': 'reproduce', 'run_notebook': 'pipeline', 'load_run': 'pipeline',
-         **{k: 'registry' for k in ('log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
+_LAZY = {'seed': 'tracking.capture', 'track_data': 'tracking.capture', 'fingerprint': 'tracking.capture',
+         'diff_runs': 'tracking.reproduce', 'reproduce': 'tracking.reproduce', 'run_notebook': 'pipelines.run', 'load_run': 'pipelines.run',
+         **{k: 'models.registry' for k in ('log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
                                     'validate_schema')},
-         'profile': 'profiles', 'merge_profiles': 'profiles', 'load_profile': 'profiles', 'drift': 'drift',
-         'estimate_performance': 'performance',
-         'DriftWidget': 'drift_widget', 'QuotaWidget': 'quota_widget',
-         'live': 'live',
-         'promote': 'promotion', 'approve': 'promotion', 'rollback': 'promotion'}
-
-
-class _CallableModule(type(__import__('sys'))):
-    "A module that is also its namesake function: once `mlops_nb.drift` is imported, `mn.drift` is that module, and `mn.drift(...)` still calls `mlops_nb.drift.drift`."
-    def __call__(self, *args, **kwargs): return getattr(self, self.__name__.rsplit('.', 1)[1])(*args, **kwargs)
-
-
-def _callable_module(name):
-    "Make module `name` (e.g. `mlops_nb.drift`) callable as its namesake function."
-    import sys
-    sys.modules[name].__class__ = _CallableModule
+         'profile': 'monitoring.profiles', 'merge_profiles': 'monitoring.profiles', 'load_profile': 'monitoring.profiles', 'drift': 'monitoring.drift',
+         'estimate_performance': 'monitoring.performance',
+         'DriftWidget': 'monitoring.drift_widget', 'QuotaWidget': 'resources.quota_widget',
+         'live': 'tracking.live',
+         'promote': 'models.promotion', 'approve': 'models.promotion', 'rollback': 'models.promotion'}
 
 
 def __getattr__(name):

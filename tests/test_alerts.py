@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_nb.alerts import AlertError, FileChannel, LogChannel, WebhookChannel, channel, make_alert, pending, retry_pending, send_alert
-from mlops_nb.config import resolve_settings
+from mlops_nb.core.alerts import AlertError, FileChannel, LogChannel, WebhookChannel, channel, make_alert, pending, retry_pending, send_alert
+from mlops_nb.core.config import resolve_settings
 
 
 class Receiver:

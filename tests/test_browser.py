@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, REPO
-from mlops_nb.names import meta_of
+from mlops_nb.core.names import meta_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CHROMIUM = Path('/usr/bin/chromium')
@@ -131,9 +131,9 @@ def test_magics_track_a_training_cell_in_jupyterlab(lab, browser):
     _wait_text(page, 4, 'FINISHED')
     page.screenshot(path=str(SHOTS/'magics_in_jupyterlab.png'), full_page=True)
     page.close()
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
-    from mlops_nb.tracker import replay_journals
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
+    from mlops_nb.tracking.sync import replay_journals
     s = resolve_settings(project_dir=lab['root'], env={}, cache_dir=str(lab['base']/'cache'))
     replay_journals(s)
     c = open_client(s)
@@ -169,8 +169,8 @@ def test_drift_widget_lists_the_drifted_feature_first_and_the_slider_changes_the
 
 def test_quota_widget_draws_budgets_with_their_labels(lab, browser):
     from mlflow.entities import Metric
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import ensure_store, open_client
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import ensure_store, open_client
     s = resolve_settings(project_dir=lab['root'], env={}, cache_dir=str(lab['base']/'cache')); ensure_store(s); c = open_client(s)
     exp = c.get_experiment_by_name(s.experiment) or c.get_experiment(c.create_experiment(s.experiment))
     for cpu in (1500, 1400):

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 
 import mlops_nb as mn
-from mlops_nb import tracking
-from mlops_nb.config import resolve_settings
-from mlops_nb.store import open_client
+from mlops_nb.tracking import runs as tracking
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.store.client import open_client
 from conftest import BIN
-from mlops_nb.names import meta_of
+from mlops_nb.core.names import meta_of
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_data_and_seed_recorded_before_the_run_starts_are_attached_to_it(project
 def test_fingerprints_are_stable_across_processes(tmp_path):
     code = textwrap.dedent("""
         import numpy as np, pandas as pd
-        from mlops_nb.capture import fingerprint
+        from mlops_nb.tracking.capture import fingerprint
         rng = np.random.default_rng(3)
         df = pd.DataFrame({'f': rng.normal(size=5000), 'i': rng.integers(0, 9, 5000), 's': [f'u{i}' for i in range(5000)],
                            'c': pd.Categorical(['x', 'y'] * 2500), 't': pd.date_range('2026-01-01', periods=5000, freq='min')})
@@ -66,7 +66,7 @@ def test_fingerprints_are_stable_across_processes(tmp_path):
 
 
 def test_a_failing_capture_is_reported_on_the_run_and_does_not_stop_it(project, fresh_tracker, monkeypatch):
-    from mlops_nb import capture
+    from mlops_nb.tracking import capture
     def broken(*a, **k): raise OSError("disk full")
     monkeypatch.setattr(capture, 'capture_context', broken)  # a fault injected into the capture, not the store
     with mn.track('cap', system_metrics=None) as run: mn.log_metric('m', 1.0)

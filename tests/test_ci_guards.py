@@ -221,8 +221,8 @@ def test_imports_go_one_way_with_no_private_names_across_modules(tmp_path):
     shutil.copytree(REPO/'nbs', copy/'nbs'); shutil.copytree(REPO/'.ci', copy/'.ci')
     check = lambda: subprocess.run([sys.executable, str(copy/'.ci'/'check-imports')], capture_output=True, text=True)
     config, errors = copy/lib_file(copy, 'config'), copy/lib_file(copy, 'errors')
-    config.write_text(config.read_text() + '\ndef _later():\n    from mlops_nb.tracking import _State\n')
-    errors.write_text(errors.read_text() + '\ndef _later():\n    from mlops_nb.redact import redact_text\n')
+    config.write_text(config.read_text() + '\ndef _later():\n    from mlops_nb.tracking.runs import _State\n')
+    errors.write_text(errors.read_text() + '\ndef _later():\n    from mlops_nb.core.redact import redact_text\n')
     r = check()
     assert r.returncode == 1
     lines = r.stdout.splitlines()

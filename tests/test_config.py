@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_nb.config import resolve_settings, check_store, find_project_dir, SETTINGS
-from mlops_nb.errors import ConfigError, MlopsNbError
+from mlops_nb.core.config import resolve_settings, check_store, find_project_dir, SETTINGS
+from mlops_nb.core.errors import ConfigError, MlopsNbError
 from conftest import mlops_nb_cli
 
 

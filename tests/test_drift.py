@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 
 import mlops_nb as mn
-from mlops_nb import tracking
-from mlops_nb.config import resolve_settings
-from mlops_nb.drift import DRIFT_EXIT, drift
-from mlops_nb.profiles import load_profile, merge_profiles, profile, read_profile, save_profile
-from mlops_nb.store import open_client
+from mlops_nb.tracking import runs as tracking
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.monitoring.drift import DRIFT_EXIT, drift
+from mlops_nb.monitoring.profiles import load_profile, merge_profiles, profile, read_profile, save_profile
+from mlops_nb.store.client import open_client
 from conftest import mlops_nb_cli
-from mlops_nb.names import meta_of
+from mlops_nb.core.names import meta_of
 
 
 def frame(n, seed=0, shift=0.0, missing=0.0, cats=('a', 'b', 'c', 'd')):
@@ -167,7 +167,7 @@ def test_cli_errors_name_the_bad_input_and_the_fix(project):
 
 def test_cli_reads_a_whylogs_profile_as_reference(project):
     pytest.importorskip('whylogs')
-    from mlops_nb.whylogs import write_whylogs
+    from mlops_nb.monitoring.whylogs import write_whylogs
     _write_pair(project)
     write_whylogs(pd.read_parquet(project/'ref.parquet'), project/'ref.bin')
     r = mlops_nb_cli('drift', 'ref.bin', 'same.csv', '--fail-on', 'never', '--json', cwd=project)
@@ -180,7 +180,7 @@ def test_cli_reads_a_whylogs_profile_as_reference(project):
 
 def test_drift_magic_shows_the_widget_and_rescoring_changes_the_verdict(project):
     from IPython.core.interactiveshell import InteractiveShell
-    from mlops_nb.drift_widget import DriftWidget
+    from mlops_nb.monitoring.drift_widget import DriftWidget
     ip = InteractiveShell.instance()
     ip.run_line_magic('load_ext', 'mlops_nb')
     try:

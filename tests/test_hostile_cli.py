@@ -41,8 +41,8 @@ def hostile(tmp_path_factory, cache_dir):
     (p/'a.csv').write_text('x,y\n' + ''.join(f'{i},{i % 3}\n' for i in range(50)))
     (p/'broken-pyproject').mkdir()
     (p/'broken-pyproject'/'pyproject.toml').write_text('[project\nname = "x"\n')
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import ensure_store, open_client, experiment_id
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import ensure_store, open_client, experiment_id
     s = resolve_settings(project_dir=p, env=_clean_env(cache_dir))
     ensure_store(s)
     c = open_client(s)
@@ -53,7 +53,7 @@ def hostile(tmp_path_factory, cache_dir):
 
 
 def _store_state(s):
-    from mlops_nb.store import open_client
+    from mlops_nb.store.client import open_client
     c = open_client(s)
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
     return {r.info.run_id: (r.info.status, dict(r.data.metrics)) for r in runs}
@@ -129,7 +129,7 @@ def test_init_on_a_broken_pyproject_writes_nothing(hostile, cache_dir):
 # -- the few cases that start a kernel ---------------------------------------------------------------------------------------
 def test_a_run_name_never_leaves_the_project(project, cache_dir):
     (project/'ok.ipynb').write_text(json.dumps(NOTEBOOK))
-    for name in ('../../escape', '/etc/x'):  # more shapes: the unit test under `_file_name` in nbs/14_pipeline.ipynb
+    for name in ('../../escape', '/etc/x'):  # more shapes: the unit test under `_file_name` in nbs/60_pipelines/61_run.ipynb
         r = mlops_nb_cli('run', 'ok.ipynb', '--name', name, '--no-html', '--json', cwd=project, timeout=240)
         assert r.returncode == 0, r.stderr
         out = Path(json.loads(r.stdout)['output'])
@@ -157,8 +157,8 @@ def test_a_full_disk_under_run_is_exit_7_and_keeps_what_was_logged(tmp_path, env
         out = r.stdout + r.stderr
         assert r.returncode == 7, out
         assert 'No space left on device (the disk is full)' in out and 'full-' in out and 'Traceback' not in out, out
-        from mlops_nb.config import resolve_settings
-        from mlops_nb.store import open_client
+        from mlops_nb.core.config import resolve_settings
+        from mlops_nb.store.client import open_client
         c = open_client(resolve_settings(project_dir=disk))
         runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
         assert len(runs) == 1 and runs[0].info.status == 'FAILED' and runs[0].data.metrics['before'] == 1.0  # logged before: kept

@@ -1,4 +1,4 @@
-"""The live run view (mlops_nb/live.py, issue 17): its text in a terminal IPython, and the widget in a real JupyterLab in
+"""The live run view (mlops_nb/tracking/live.py, issue 17): its text in a terminal IPython, and the widget in a real JupyterLab in
 headless Chromium, updating under `%mlops track` while a later cell logs, matching the store afterwards, and showing
 a quota stop and the run's end. The browser tests reuse tests/test_browser.py's JupyterLab and Chromium (a JupyterLab
 of this module's own), in a project folder of their own inside it (`live/`, with its own budgets)."""
@@ -65,7 +65,8 @@ print(v.summary())
 def test_live_without_a_run_says_how_to_start_one(project):
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.core.error import UsageError
-    from mlops_nb import live, tracking
+    from mlops_nb.tracking import live
+    from mlops_nb.tracking import runs as tracking
     live._Last.run = None; tracking._State.runs.clear()
     ip = InteractiveShell.instance(); ip.run_line_magic('load_ext', 'mlops_nb')
     with pytest.raises(UsageError, match=r"(?s)No run to show live.*%mlops track"): ip.run_line_magic('mlops', 'live')
@@ -95,7 +96,7 @@ def _project(lab):
 
 
 def _settings(lab):
-    from mlops_nb.config import resolve_settings
+    from mlops_nb.core.config import resolve_settings
     return resolve_settings(project_dir=lab['root']/'live', env={}, cache_dir=str(lab['base']/'cache'))
 
 
@@ -164,14 +165,14 @@ def test_live_view_updates_under_track_while_a_later_cell_logs_and_matches_the_s
              what="the curve redrawn on a log scale")
     page.close()
     import mlops_nb as mn
-    from mlops_nb.tracker import replay_journals
+    from mlops_nb.tracking.sync import replay_journals
     s = _settings(lab); replay_journals(s)
     run = mn.load_run(run_id, s)
     assert run.status == 'FINISHED' and run.tags['mlflow.runName'] == 'live-watch'
     assert (run.metrics['loss'], run.metrics['acc']) == (shown['loss'], shown['acc']) == (1/logged, 1 - 1/(logged + 1))
     assert len(run.metric_history('loss')) == logged
     assert any(k.startswith('system/') for k in run.metrics)                          # sampled each second, shown as resources
-    from mlops_nb.store import open_client
+    from mlops_nb.store.client import open_client
     eid = open_client(s).get_run(run_id).info.experiment_id
     assert href == f"http://127.0.0.1:5999/#/experiments/{eid}/runs/{run_id}"
 

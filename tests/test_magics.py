@@ -4,9 +4,9 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import mlops_nb as mn
-from mlops_nb import tracking
-from mlops_nb.config import resolve_settings
-from mlops_nb.store import open_client
+from mlops_nb.tracking import runs as tracking
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.store.client import open_client
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_only_track_is_a_cell_magic(ip):
 def test_ui_starts_the_mlflow_ui_and_every_link_points_at_its_port(ip, capsys):
     import json, os, signal, urllib.request
     from IPython.utils.capture import capture_output
-    from mlops_nb.store import ui_file
+    from mlops_nb.store.client import ui_file
     ip.run_line_magic('mlops', 'track --experiment m --name linked --system-metrics 0')
     run = mn.active_run()
     assert run.wait_for_id(60)

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from _resilience_helpers import Kernel, clean_env
-from mlops_nb.config import resolve_settings
-from mlops_nb.names import meta_of
-from mlops_nb.store import open_client
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.core.names import meta_of
+from mlops_nb.store.client import open_client
 
 pytestmark = pytest.mark.integration
 

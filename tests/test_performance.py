@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 import mlops_nb as mn
-from mlops_nb import tracking
-from mlops_nb.config import resolve_settings
-from mlops_nb.performance import PerformanceError, estimate_performance
-from mlops_nb.store import open_client
+from mlops_nb.tracking import runs as tracking
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.monitoring.performance import PerformanceError, estimate_performance
+from mlops_nb.store.client import open_client
 
 pytest.importorskip('sklearn')
 sig = lambda z: 1/(1 + np.exp(-z))
@@ -76,7 +76,7 @@ def test_bad_input_names_the_column_and_the_fix(tmp_path):
 
 def test_the_widget_reads_estimates_and_realized_values_of_monitored_runs_back_in_order(project):
     "Three monitor runs in a real store: the history has one row per run, oldest first, with the estimate, its band, the reference's band and the realized value where labels came."
-    from mlops_nb.drift_widget import DriftWidget, performance_figure, performance_history
+    from mlops_nb.monitoring.drift_widget import DriftWidget, performance_figure, performance_history
     ref = classified(4000, 1.0, 3); reps = []
     try:
         for i, sd in enumerate([1.0, 0.7, 0.5]):

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from conftest import mlops_nb_cli, BIN
-from mlops_nb.config import resolve_settings
-from mlops_nb.store import open_client
-from mlops_nb.names import meta_of
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.store.client import open_client
+from mlops_nb.core.names import meta_of
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +133,7 @@ def test_a_notebook_reads_back_a_finished_run(project):
     _write_nb(project/'train.ipynb', TRAIN)
     r = mlops_nb_cli('run', 'train.ipynb', '--no-html', '--json', cwd=project, timeout=180)
     rid = json.loads(r.stdout)['run_id']
-    _write_nb(project/'report.ipynb', "import mlops_nb.pipeline as p\nrun = p.load_run(run_id)\n"
+    _write_nb(project/'report.ipynb', "import mlops_nb.pipelines.run as p\nrun = p.load_run(run_id)\n"
               "assert run.metrics['loss'] == 0.1 / 3 and run.params['lr'] == '0.1'\n"
               "ctx = run.artifact('context/context.json').read_text()\nimport mlops_nb as mn\nmn.log_metric('source_loss', run.metrics['loss'])",
               params="run_id = ''")
@@ -162,7 +162,7 @@ def test_the_executed_notebook_names_its_input_instead_of_embedding_it(project):
 RUNNER = """
 import sys
 from mlops_nb.cli import _run
-from mlops_nb.pipeline import run_notebook, record_run
+from mlops_nb.pipelines.run import run_notebook, record_run
 code = _run(['run', 'train.ipynb', '-p', 'epochs', '2'], debug=False)  # the HTML on, as by default
 res = run_notebook('train.ipynb', {'epochs': '2'}, html=False, record=False)  # executed, not recorded: as on a Dask worker
 first, again = record_run(res.job), record_run(res.job)  # a retried recording of the same attempt
@@ -174,7 +174,7 @@ print('MLFLOW', sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow')[:3
 def test_recording_on_the_embedded_store_never_imports_mlflow_and_a_retry_makes_no_second_run(project):
     "The runner applies the kernel's journal and its own outcome records with sqlite3; recording an attempt twice joins one run."
     _write_nb(project/'train.ipynb', TRAIN)
-    from mlops_nb.store import ensure_store
+    from mlops_nb.store.client import ensure_store
     ensure_store(resolve_settings(project_dir=project))  # the store template is built with MLflow once per MLflow version: here, not in the runner
     r = subprocess.run([os.sys.executable, '-c', RUNNER], cwd=project, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -18,8 +18,8 @@ def _pyproject(project, extra=''):
 
 def _versions(project, aucs, model='churn', schema='ok'):
     "Register one version per AUC, each from a finished run that logged it (and validated its data: tag `schema`)."
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
     s = resolve_settings(project_dir=project); c = open_client(s)
     exp = c.get_experiment_by_name('train') or c.get_experiment(c.create_experiment('train'))
     out = []
@@ -141,8 +141,8 @@ def test_rollback_twice_in_a_row_walks_back_one_promotion_at_a_time(project):
 
 def test_a_crash_halfway_never_leaves_the_alias_on_nothing(project, monkeypatch):
     "A promotion or rollback that dies between its two writes leaves the alias on a version, and the next one repairs the record."
-    from mlops_nb import promotion
-    from mlops_nb.config import resolve_settings
+    from mlops_nb.models import promotion
+    from mlops_nb.core.config import resolve_settings
     from mlflow import MlflowClient
     s = resolve_settings(project_dir=project)
     c, _ = _versions(project, [0.90, 0.91])
@@ -197,8 +197,8 @@ def test_twenty_races_for_one_alias_each_has_one_winner_and_a_loser_refused_by_i
     "The race above, 20 times in threads (each promotion its own lock holder): the loser is always refused for the moved "
     "alias, first, never by a gate judged against the new champion (when b wins, a fails `auc>=champion` against b)."
     import threading
-    from mlops_nb import promotion
-    from mlops_nb.config import resolve_settings
+    from mlops_nb.models import promotion
+    from mlops_nb.core.config import resolve_settings
     if kind == 'postgresql':
         _pyproject(project, f'tracking_uri = "{request.getfixturevalue("databases")().replace("postgresql://", "postgresql+psycopg://", 1)}"')
     s = resolve_settings(project_dir=project)

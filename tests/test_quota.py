@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import mlops_nb as mn
-from mlops_nb.names import usage_metrics, usage_of
-from mlops_nb import tracking
-from mlops_nb.config import resolve_settings
-from mlops_nb.store import ensure_store, open_client
+from mlops_nb.core.names import usage_metrics, usage_of
+from mlops_nb.tracking import runs as tracking
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.store.client import ensure_store, open_client
 from conftest import mlops_nb_cli
 from test_alerts import Receiver
 from test_pipeline import _write_nb

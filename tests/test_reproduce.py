@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from conftest import mlops_nb_cli, BIN
-from mlops_nb.names import meta_of
+from mlops_nb.core.names import meta_of
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +60,8 @@ def _papermill(project, notebook, tmp_path, **params):
     for k, v in params.items(): args += ['-p', k, str(v)]
     r = subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
     s = resolve_settings(project_dir=project)
     c = open_client(s)
     runs = c.search_runs([c.get_experiment_by_name('demo-project').experiment_id], order_by=['attributes.start_time DESC'])
@@ -106,7 +106,7 @@ def test_unseeded_notebook_is_not_reproduced_and_randomness_is_named(repo, tmp_p
 
 def test_reproduce_explains_what_it_cannot_do(repo, project):
     import mlops_nb as mn
-    from mlops_nb import tracking
+    from mlops_nb.tracking import runs as tracking
     with mn.track('demo-project', system_metrics=None) as run:  # from this test process: no notebook file
         mn.log_metric('m', 1.0)
     assert mn.sync(60)
@@ -140,8 +140,8 @@ def _ttl_repo(project):
 
 
 def _last_run(project):
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
     c = open_client(resolve_settings(project_dir=project))
     return c.search_runs([e.experiment_id for e in c.search_experiments()], order_by=['attributes.start_time DESC'])[0], c
 

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from conftest import BIN, mlops_nb_cli
-from mlops_nb.config import resolve_settings
-from mlops_nb.store import open_client
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.store.client import open_client
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import mlops_nb_cli, BIN
-from mlops_nb.names import meta_of
+from mlops_nb.core.names import meta_of
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +56,8 @@ def _runs(project):
     "`(client, every run of every experiment)` of the project's store, after replaying any journal left behind."
     r = mlops_nb_cli('sync', '--project-dir', str(project), cwd=project, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
     c = open_client(resolve_settings(project_dir=project))
     exps = [e.experiment_id for e in c.search_experiments()]
     return c, c.search_runs(exps, max_results=1000)

@@ -47,8 +47,8 @@ def trained(tmp_path_factory, cache_dir):
         import mlflow, mlflow.pyfunc
         from mlflow.models import infer_signature
         from sklearn.datasets import load_breast_cancer
-        from mlops_nb.config import resolve_settings
-        from mlops_nb.store import open_client
+        from mlops_nb.core.config import resolve_settings
+        from mlops_nb.store.client import open_client
         s = resolve_settings(); c = open_client(s)
         X = load_breast_cancer(as_frame=True).frame.drop(columns=['target'])
         mlflow.pyfunc.save_model('failing', python_model='failing_model.py', signature=infer_signature(X.head(5)))
@@ -106,8 +106,8 @@ def rows():
 
 def _model(trained, version):
     "The registered version, loaded as a user would, for the expected predictions."
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.serving import load_version
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.deploy.serving import load_version
     return load_version('churn', version, resolve_settings(project_dir=trained[0], env={'MLOPS_NB_CACHE_DIR': trained[1]['MLOPS_NB_CACHE_DIR']}))
 
 
@@ -145,12 +145,12 @@ def test_the_service_answers_with_the_champion_and_refuses_bad_requests_naming_t
     # What it answered is kept as profiles of inputs and outputs, and the monitoring template reads them.
     folder = trained[0]/'.mlops'/'serving'/'churn'/'v1'
     assert list((folder/'inputs').glob('*.profile.json')) and list((folder/'outputs').glob('*.profile.json'))
-    from mlops_nb.drift import drift
+    from mlops_nb.monitoring.drift import drift
     rep = drift(pd.DataFrame(rows), folder/'inputs', log=False)
     assert rep.current.rows == 205 and rep.schema_changes == []
     shutil.copy(REPO/'templates'/'monitor.ipynb', trained[0]/'monitor.ipynb')
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
     c = open_client(resolve_settings(project_dir=trained[0], env={'MLOPS_NB_CACHE_DIR': trained[1]['MLOPS_NB_CACHE_DIR']}))
     train_run = c.get_model_version('churn', '1').run_id
     r = mlops_nb_cli('run', 'monitor.ipynb', '-p', 'reference', train_run, '-p', 'batch_path', str(folder/'inputs'), '--no-html',
@@ -162,7 +162,7 @@ def test_the_service_answers_with_the_champion_and_refuses_bad_requests_naming_t
 
 def test_canary_routes_each_key_to_the_same_variant_by_its_hash(trained, rows):
     import pandas as pd
-    from mlops_nb.deploy import to_challenger
+    from mlops_nb.deploy.rollout import to_challenger
     svc = Service(trained, '--canary', '0.3', '--challenger', '2')
     try:
         seen = {}
@@ -185,8 +185,8 @@ def test_canary_routes_each_key_to_the_same_variant_by_its_hash(trained, rows):
 
 
 def test_a_failing_challenger_is_rolled_back_within_one_guard_window_and_callers_never_see_its_errors(trained, rows):
-    from mlops_nb.audit import history
-    from mlops_nb.config import resolve_settings
+    from mlops_nb.models.audit import history
+    from mlops_nb.core.config import resolve_settings
     svc = Service(trained, '--canary', '0.5', '--challenger', '3', '--guard-window', '5')
     try:
         t0, statuses = time.time(), []
@@ -226,8 +226,8 @@ def test_shadow_runs_on_every_request_but_never_answers(trained, rows):
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout)
     assert (out['live_version'], out['challenger_version'], out['rows']) == (1, 2, 400) and 0.5 <= out['agreement'] <= 1
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
     run = open_client(resolve_settings(project_dir=trained[0], env={'MLOPS_NB_CACHE_DIR': trained[1]['MLOPS_NB_CACHE_DIR']})).get_run(out['run_id'])
     assert run.data.tags['mlops_nb.shadow'] == 'churn v1 vs v2' and run.data.metrics['shadow/agreement'] == out['agreement']
 
@@ -255,8 +255,8 @@ def test_blue_green_switches_all_traffic_at_once_and_back(trained, rows):
 
 
 def test_a_canary_that_passes_its_ramp_is_promoted(trained, rows):
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
     s = resolve_settings(project_dir=trained[0], env={'MLOPS_NB_CACHE_DIR': trained[1]['MLOPS_NB_CACHE_DIR']})
     svc = Service(trained, '--canary', '0.5', '--challenger', '2', '--ramp', '1', '--guard-window', '1.5', '--promote-on-success')
     try:

@@ -13,7 +13,7 @@ httpx = pytest.importorskip('httpx', reason='the serving tests need httpx: pip i
 
 TRAIN = textwrap.dedent('''
     import mlops_nb as mn
-    from mlops_nb.config import resolve_settings
+    from mlops_nb.core.config import resolve_settings
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     s = resolve_settings()
@@ -93,9 +93,9 @@ def test_hostile_bodies_get_a_4xx_naming_the_value_or_limit_and_the_service_keep
 
 
 def test_admin_endpoints_need_the_token_and_the_audit_names_the_server_side_identity(svc, small, row):
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.audit import history, verified_identity
-    from mlops_nb.store import open_client
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.models.audit import history, verified_identity
+    from mlops_nb.store.client import open_client
     r = svc.http.post('/admin/switch', json={'as': 'mallory'})
     b = _refused(svc, r, 401, 'admin token', 'admin-token')
     assert r.headers['www-authenticate'] == 'Bearer' and _token(small) not in r.text
@@ -179,7 +179,7 @@ def test_a_client_choosing_inputs_per_canary_key_cannot_force_a_rollback(small):
     "Challenger keys get rows of one class, champion keys rows of the other: compared across requests the predictions "
     "differ completely; the guards compare both models on the same (challenger) inputs, so the canary carries on."
     from sklearn.datasets import load_breast_cancer
-    from mlops_nb.deploy import to_challenger
+    from mlops_nb.deploy.rollout import to_challenger
     f = load_breast_cancer(as_frame=True).frame
     ones, zeros = [f[f.target == t].drop(columns=['target']).to_dict(orient='records') for t in (1, 0)]
     svc = Service(small, '--canary', '0.5', '--challenger', '2', '--guard-window', '1')

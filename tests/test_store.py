@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops_nb.config import resolve_settings
-from mlops_nb.errors import StoreError
-from mlops_nb.store import ensure_store, open_client, experiment_id, template_path, build_template
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.core.errors import StoreError
+from mlops_nb.store.client import ensure_store, open_client, experiment_id, template_path, build_template
 
 
 def rows(db, sql):
@@ -74,7 +74,7 @@ def test_second_call_keeps_the_existing_store(project):
 def test_making_a_store_does_not_import_mlflow_once_the_template_exists(project, cache_dir):
     ensure_store(resolve_settings(project_dir=project))  # template now in the session cache
     other = project.parent/'other'; other.mkdir()
-    code = ("import sys, mlops_nb.store as st, mlops_nb.config as c;"
+    code = ("import sys, mlops_nb.store.client as st, mlops_nb.core.config as c;"
             f"i = st.ensure_store(c.resolve_settings(project_dir={str(other)!r}));"
             "print(i.created, 'mlflow' in sys.modules, 'sqlalchemy' in sys.modules)")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()
@@ -83,8 +83,8 @@ def test_making_a_store_does_not_import_mlflow_once_the_template_exists(project,
 
 def _make(args):
     project, cache = args
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import ensure_store
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import ensure_store
     return ensure_store(resolve_settings(project_dir=project, env={}, cache_dir=cache)).created
 
 

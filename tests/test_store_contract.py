@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops_nb.config import resolve_settings
-from mlops_nb.journal import Journal, metric_line, store_key
-from mlops_nb.backends import SqliteBackend, MlflowBackend
-from mlops_nb.tracker import apply_journal, journal_folder
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.tracking.journal import Journal, metric_line, store_key
+from mlops_nb.store.backends import SqliteBackend, MlflowBackend
+from mlops_nb.tracking.sync import apply_journal, journal_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 PG = os.environ.get('MLOPS_NB_TEST_PG', 'postgresql://postgres@127.0.0.1:5432/test')
@@ -38,7 +38,7 @@ def pg_admin():
 @pytest.fixture(params=['embedded', 'mlflow-sqlite', 'mlflow-postgresql'])
 def store(request, project, cache_dir):
     "`(settings, backend, client)` for one kind of store, in a fresh project."
-    from mlops_nb.store import open_client
+    from mlops_nb.store.client import open_client
     if request.param == 'mlflow-postgresql':
         s = resolve_settings(tracking_uri=request.getfixturevalue('pg_admin')(), artifact_root=str(project/'artifacts'))
     else: s = resolve_settings()

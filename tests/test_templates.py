@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, REPO
-from mlops_nb.names import meta_of
+from mlops_nb.core.names import meta_of
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +16,7 @@ MODEL = 'mlops-nb-model'
 
 def test_templates_are_clean_and_typed():
     "Saved without outputs or execution counts; the first code cell is papermill's, with typed defaults."
-    from mlops_nb.params import read_parameters
+    from mlops_nb.pipelines.params import read_parameters
     for name in NAMES:
         nb = json.loads((TEMPLATES/f'{name}.ipynb').read_text())
         code = [c for c in nb['cells'] if c['cell_type'] == 'code']
@@ -60,9 +60,9 @@ def _papermill(project, name, *params, ok=True):
 
 def _runs(project, name):
     "The top-level runs called `name`, oldest first (journals a kernel left are replayed first)."
-    from mlops_nb.config import resolve_settings
-    from mlops_nb.store import open_client
-    from mlops_nb.tracker import replay_journals
+    from mlops_nb.core.config import resolve_settings
+    from mlops_nb.store.client import open_client
+    from mlops_nb.tracking.sync import replay_journals
     s = resolve_settings(project_dir=project)
     replay_journals(s)
     c = open_client(s)
@@ -74,7 +74,7 @@ def _held_out(run): return {k: run.data.metrics[k] for k in ('auc', 'accuracy', 
 
 
 def test_train_reproduces_registers_a_candidate_with_lineage_and_batch_scores_it(repo):
-    from mlops_nb.registry import model_version
+    from mlops_nb.models.registry import model_version
     for _ in range(2): _papermill(repo, 'train', 'n_trials', 4)
     runs, client, s = _runs(repo, 'train')
     assert [r.info.status for r in runs] == ['FINISHED', 'FINISHED']
@@ -111,7 +111,7 @@ def test_train_reproduces_registers_a_candidate_with_lineage_and_batch_scores_it
 
 def test_schema_skew_and_failed_gate_stop_the_run(repo):
     from sklearn.datasets import load_breast_cancer
-    from mlops_nb.registry import model_version
+    from mlops_nb.models.registry import model_version
     r = _papermill(repo, 'train', 'n_trials', 2, 'min_auc', 0.9999, ok=False)  # writes the reference schema; the gate fails
     assert r.returncode != 0 and 'GateError' in r.stderr and 'auc below the minimum 0.9999' in r.stderr, r.stderr[-3000:]
     skewed = repo/'skewed.csv'

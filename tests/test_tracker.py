@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 
 import mlops_nb as mn
-from mlops_nb import tracking
-from mlops_nb.config import resolve_settings
-from mlops_nb.errors import TrackingError
-from mlops_nb.journal import Journal, metric_line, json_line, read_journal, store_key
-from mlops_nb.store import open_client
-from mlops_nb.recorder import Tracker
-from mlops_nb.tracker import replay_journals, sync_report, journal_folder
+from mlops_nb.tracking import runs as tracking
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.core.errors import TrackingError
+from mlops_nb.tracking.journal import Journal, metric_line, json_line, read_journal, store_key
+from mlops_nb.store.client import open_client
+from mlops_nb.tracking.recorder import Tracker
+from mlops_nb.tracking.sync import replay_journals, sync_report, journal_folder
 from _resilience_helpers import wait_until
 from conftest import mlops_nb_cli
-from mlops_nb.names import meta_of
+from mlops_nb.core.names import meta_of
 
 pytestmark = pytest.mark.slow
 

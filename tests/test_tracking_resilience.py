@@ -11,9 +11,9 @@ import pytest
 from conftest import mlops_nb_cli
 from _resilience_helpers import (wait_until, free_port, clean_env, stop_group, query, run_by_name, metric_steps,
                                  run_tags, run_status, MlflowServer, Kernel, kernel)
-from mlops_nb.config import resolve_settings
-from mlops_nb.store import ensure_store
-from mlops_nb.names import meta_of
+from mlops_nb.core.config import resolve_settings
+from mlops_nb.store.client import ensure_store
+from mlops_nb.core.names import meta_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -14,7 +14,7 @@ assert auc > 0.95, auc
 assert run.params['C'] == '1.0', run.params
 assert run.metrics['auc'] == auc, run.metrics
 assert registered['alias'] == 'candidate', registered
-from mlops_nb.registry import model_version
+from mlops_nb.models.registry import model_version
 assert model_version('tutorial-model', 'champion')['version'] == registered['version']
 assert list(candidate.predict(X_test.head(5))) == list(model.predict(X_test.head(5)))
 assert report.drifted == ['mean radius'], report.drifted

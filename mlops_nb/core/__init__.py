@@ -1,0 +1,1 @@
+"""Errors, settings, redaction and alert channels: what every layer above uses."""

@@ -1,0 +1,1 @@
+"""Rollout strategies and the scoring service."""

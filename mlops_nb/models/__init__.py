@@ -1,0 +1,1 @@
+"""The model registry, gates and promotion."""

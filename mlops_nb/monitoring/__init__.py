@@ -1,0 +1,1 @@
+"""Profiles, drift, performance estimation and their widgets."""

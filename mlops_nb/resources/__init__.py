@@ -1,0 +1,1 @@
+"""What runs use and may use: usage, budgets, the quota widget."""

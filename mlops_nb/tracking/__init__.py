@@ -1,0 +1,1 @@
+"""Runs: the journal, the sync process, the kernel-side recorder, capture, reproduce and the live views."""
