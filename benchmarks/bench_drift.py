@@ -336,7 +336,7 @@ def main():
     ap.add_argument('--repeat', type=int, default=3, help="new processes for mlops_nb and scipy (medians)")
     ap.add_argument('--whylogs-repeat', type=int, default=None, help="new processes for whylogs (default: --repeat)")
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--quick', '--smoke', action='store_true', help="100k rows a side (unless --rows is given), 3 repeats: a smoke run")
+    ap.add_argument('--quick', action='store_true', help="100k rows a side (unless --rows is given), 3 repeats")
     ap.add_argument('--skip-whylogs', action='store_true')
     ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     ap.add_argument('--skip-blas1', action='store_true', help="leave out the diagnostic mlops_nb run with OPENBLAS_NUM_THREADS=1")

@@ -315,7 +315,7 @@ def main():
     warnings.filterwarnings('ignore', message='ks_2samp: Exact calculation unsuccessful')
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--quick', '--smoke', action='store_true', help="fewer repetitions (see the defaults in the code): a smoke run")
+    ap.add_argument('--quick', action='store_true', help="fewer repetitions (see the defaults in the code)")
     ap.add_argument('--full', action='store_true', help="add 10M rows a side, profiles only")
     ap.add_argument('--smoke', action='store_true', help="the smallest run that takes every path once (seconds, not minutes); CI runs it so the script cannot rot")
     ap.add_argument('--reps', type=parse_reps, default=None, help="calibration repetitions by size, e.g. 1000:200,10000:100,100000:40")

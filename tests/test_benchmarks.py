@@ -16,7 +16,8 @@ BENCHMARKS = sorted(p.name for p in (REPO/'benchmarks').glob('bench_*.py'))
 PRINTS = {'bench_capture.py': 'whole run', 'bench_drift.py': 'whole run', 'bench_drift_calibration.py': 'whole run',
           'bench_load_ext.py': '%load_ext mlops_nb', 'bench_pipeline.py': 'whole run', 'bench_quota.py': 'summary:',
           'bench_scale.py': 'Profile of a Parquet folder', 'bench_serving.py': 'whole run', 'bench_store_create.py': 'ratio = MLflow / mlops_nb',
-          'bench_tracking.py': 'first track() with a quota'}
+          'bench_tracking.py': 'first track() with a quota', 'bench_drift_performance.py': 'whole run',
+          'bench_live.py': 'the browser got', 'bench_runs_view.py': 'Curves      a run of'}
 
 
 def test_every_benchmark_has_a_smoke_mode_and_a_line_to_print():

@@ -142,7 +142,7 @@ def test_docs_build_offline_from_the_notebooks(tmp_path):
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     pages = {p.name for p in out.glob('*.html')}
-    assert {'index.html', 'errors.html', 'config.html', 'store.html', 'quickstart.html', 'cli.html', 'cli_reference.html'} <= pages
+    assert {'index.html', 'errors.html', 'config.html', 'client.html', 'quickstart.html', 'cli.html', 'cli_reference.html'} <= pages
     config = (out/'config.html').read_text()
     assert 'resolve_settings' in config and 'Can the store be reached?' in config and '#| export' not in config and 'nbdev_export' not in config
     # The CLI reference is every command's --help.

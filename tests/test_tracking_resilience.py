@@ -299,7 +299,7 @@ def test_cell_errors_interrupts_and_double_track_keep_the_run_coherent(project, 
         k.run('import mlops_nb as mn, time')
         first = k.value('mn.active_run().wait_for_id(30)')
         assert first
-        active = "[mn.active_run().run_id, mn.active_run().status, len(mn.tracking._State.runs)]"
+        active = "[mn.active_run().run_id, mn.active_run().status, len(mn.tracking.runs._State.runs)]"
         k.run("mn.log_metric('m', 1, step=1)")
 
         r = k.run('1/0', allow_error=True)
