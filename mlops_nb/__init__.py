@@ -11,7 +11,7 @@ __all__ = ['track', 'stop', 'active_run', 'log_metric', 'log_metrics', 'log_para
            'validate_schema', 'profile', 'merge_profiles', 'load_profile', 'drift', 'estimate_performance', 'DriftWidget', 'QuotaWidget', 'live', 'promote', 'approve', 'rollback', 'MlopsNbError',
            'load_ipython_extension']
 
-_LAZY = {'seed': 'tracking.capture', 'track_data': 'tracking.capture', 'fingerprint': 'tracking.capture',
+_LAZY = {'seed': 'tracking.seeds', 'track_data': 'monitoring.datasets', 'fingerprint': 'tracking.capture',
          'diff_runs': 'tracking.reproduce', 'reproduce': 'tracking.reproduce', 'run_notebook': 'pipelines.run', 'load_run': 'pipelines.run',
          **{k: 'models.registry' for k in ('log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
                                     'validate_schema')},

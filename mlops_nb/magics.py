@@ -244,7 +244,7 @@ class MlopsMagics(Magics):
 
     def _autolog(self, a, cell):
         from mlops_nb.tracking import runs as T
-        flavors = T.autolog(a.switch == 'on')
+        from mlops_nb.tracking.autolog import autolog; flavors = autolog(a.switch == 'on')
         print(f"Autologging {a.switch} for {', '.join(flavors) or 'no installed flavor (scikit-learn, LightGBM)'}")
 
     def _diff(self, a, cell):

@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/00_core/names.html.md"""
 
 # %% auto #0
 __all__ = ['KIND', 'PIPELINE', 'JOURNAL_RUN', 'ATTEMPT', 'META', 'SCHEMA', 'GATES', 'USAGE_METRICS', 'meta_of', 'meta_json',
-           'usage_metrics', 'usage_of', 'is_resource_metric']
+           'usage_metrics', 'usage_of', 'is_resource_metric', 'store_key']
 
 # %% ../../nbs/00_core/00a_names.ipynb #9b003eeb
 import json
@@ -56,3 +56,9 @@ def usage_of(metrics:dict):  # A run's metrics (`run.data.metrics`)
 def is_resource_metric(key:str):  # A metric name
     "Whether `key` is about resources (system, usage, pipeline bookkeeping), not a result of the model."
     return key.startswith(('system/', 'usage/', 'pipeline/'))
+
+# %% ../../nbs/00_core/00a_names.ipynb #f3baba35
+def store_key(tracking_uri:str):
+    "A short, stable name for the store `tracking_uri` names (a hash: the URI may hold a password)."
+    import hashlib
+    return hashlib.sha256(tracking_uri.encode()).hexdigest()[:10]

@@ -18,6 +18,7 @@ from ..core.errors import MlopsNbError, NotebookRunError, StoreError, missing_de
 from .params import read_parameters, check_parameters, load_notebook, ParameterError
 from ..core.redact import Redactor
 from ..core.names import usage_metrics
+from ..resources.sampler import Sampler
 
 # %% ../../nbs/60_pipelines/61_run.ipynb #221e4b99
 _SETUP_TAG = 'mlops-nb-run'
@@ -46,47 +47,27 @@ def _kernel_manager(kernel_name, env, cwd):
             except AttributeError: self.kernel_pid = None
     return _KM(kernel_name=kernel_name, transport='ipc', ip=str(Path(tempfile.gettempdir())/f"mlops-nb-kernel-{uuid.uuid4().hex[:8]}"))
 
-class _ResourceMonitor:
-    "Peak and mean memory and CPU time of the kernel process (and its children), sampled every `interval` seconds; `check(usage)` on each sample."
+class _ResourceMonitor(Sampler):
+    "The kernel's process tree (peak and mean memory, CPU time from its start), sampled by the one `Sampler` every `interval` seconds; `check(usage)` on each sample, `kill(reason)` for a quota limit."
     def __init__(self, km, interval=0.25, check=None):
-        self.km, self.interval, self.peak_rss, self.cpu, self.check = km, interval, 0, 0.0, check
-        self.t0, self._area, self._last, self.stopped = time.time(), 0.0, None, None
-        self._stop = threading.Event(); self._t = threading.Thread(target=self._run, daemon=True, name='mlops-nb-kernel-monitor')
-    def __enter__(self): self._t.start(); return self
-    def __exit__(self, *a): self._stop.set(); self._t.join(2)
-    def usage(self):
-        span = (self._last[0] - self.t0) if self._last else 0
-        return dict(wall_s=time.time() - self.t0, cpu_s=self.cpu, peak_rss_mb=self.peak_rss/2**20,
-                    mean_rss_mb=(self._area/span if span > 0 else self.peak_rss)/2**20)
+        super().__init__(lambda: getattr(km, 'kernel_pid', None), interval=interval, check=check, from_start=True)  # the pid exists once the kernel starts
+        self.km, self.stopped = km, None
+    def __enter__(self): return self.start()
+    def __exit__(self, *a): self.stop()
+    @property
+    def peak_rss(self): return self.peak  # bytes
+    @property
+    def cpu(self): return self.cpu_s
     def kill(self, reason):
         "Stop the kernel now (a quota limit): kill its process tree; papermill then sees a dead kernel."
         import psutil
-        self.stopped = reason
+        self.stopped, self.check = reason, None  # no more checks: the guard has spoken
         try:
             proc = psutil.Process(self.km.kernel_pid)
             for p in [*proc.children(recursive=True), proc]:
                 try: p.kill()
                 except psutil.NoSuchProcess: pass
         except (psutil.NoSuchProcess, TypeError, ValueError): pass
-    def _run(self):
-        import psutil
-        proc, procs, n = None, [], 0
-        while not self._stop.wait(self.interval):
-            try:
-                if proc is None and getattr(self.km, 'kernel_pid', None): proc = psutil.Process(self.km.kernel_pid)
-                if proc is None: continue
-                if n % 8 == 0: procs = [proc, *proc.children(recursive=True)]  # walking every process costs: every 2 s
-                n += 1
-                rss = cpu = 0
-                for p in procs:
-                    try: rss += p.memory_info().rss; cpu += sum(p.cpu_times()[:2])
-                    except psutil.NoSuchProcess: pass
-                now = time.time()
-                if self._last is not None: self._area += (now - self._last[0])*(rss + self._last[1])/2
-                self._last = (now, rss)
-                self.peak_rss, self.cpu = max(self.peak_rss, rss), max(self.cpu, cpu)
-                if self.check and self.stopped is None: self.check(self.usage())
-            except (psutil.NoSuchProcess, psutil.AccessDenied): pass
 
 # %% ../../nbs/60_pipelines/61_run.ipynb #103f7fa3
 @dataclass
