@@ -16,14 +16,12 @@ from pathlib import Path
 
 from ..core.config import Settings, resolve_settings, redact_uri
 from ..core.errors import MlopsNbError, TrackingError
-from ..core.names import KIND, META, PIPELINE, meta_json, usage_metrics
-from ..core.redact import redact_text
+from ..core.names import KIND, META, PIPELINE, meta_json
 from .sync import replay_journals, sync_report, SyncBusy
 from .recorder import Tracker
-from .session import notebook_path, notebook_html, CellHistory
+from .session import notebook_path, CellHistory, record_cells
 from .capture import RunCapture
-from ..resources.quota import quota_config, check_start, pipeline_of, read_usage_summary, QuotaGuard
-from ..resources.sampler import Sampler
+from .usage import quota_start, start_sampler, log_usage
 
 # %% ../../nbs/20_tracking/24_runs.ipynb #87913ef2
 class _State:
@@ -146,7 +144,7 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         nb, how = notebook_path(user_ns)
         all_tags = _default_tags(nb, _kind) | _env_tags() | {k: str(v) for k, v in (tags or {}).items()}
         if not nested: all_tags.setdefault(PIPELINE, Path(nb).name if nb else (name or 'interactive'))
-        quota = _quota_start(t.settings, all_tags[PIPELINE], force_quota) if not nested and _account else None
+        quota = quota_start(t.settings, all_tags[PIPELINE], force_quota, alerter(t.settings, None, background=True)) if not nested and _account else None
         if force_quota: all_tags['mlops_nb.quota.forced'] = force_quota
         from mlops_nb import __version__
         meta = dict(version=__version__, notebook_source=how)  # bookkeeping: one JSON tag, not a tag each
@@ -160,9 +158,10 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         run.meta = meta
         run.replaced = replaced
         run.cells = CellHistory(nb, _shell_of(user_ns) if not nested else None)
-        run.usage, run._pipeline, run._tags = dict(artifacts_mb=0.0, data_rows=0, data_mb=0.0), all_tags.get(PIPELINE), all_tags
+        run.usage, run._pipeline = dict(artifacts_mb=0.0, data_rows=0, data_mb=0.0), all_tags.get(PIPELINE)
         if not nested: _start_capture(run, user_ns)
-        if not nested: _start_sampler(run, _account, quota, system_metrics)
+        if not nested: start_sampler(run, _account, quota, system_metrics, all_tags.get(PIPELINE), 'mlops_nb.quota.forced' not in all_tags,
+                                     alerter(t.settings, run, background=True), lambda reason: _quota_stop(run, reason))
         if not nested: _State.noticed = True  # a new run: the last one's fate was seen, or is moot
         _State.runs.append(run)
         return run
@@ -218,17 +217,6 @@ def pipeline_track(name:str|None=None,  # Run name
     return run
 
 # %% ../../nbs/20_tracking/24_runs.ipynb #bcb926fd
-def _quota_start(settings, pipeline, force):
-    "Refuse the run if a budget of its pipeline is spent (`QuotaError`); `(config, usage before)` when budgets are set."
-    cfg = quota_config(settings.project_dir)
-    if not cfg.enabled: return None
-    name = pipeline_of({'mlops_nb.pipeline': pipeline})
-    runs, why = read_usage_summary(settings, cfg.window_seconds)  # kept up to date by the sync process: no store query here
-    if runs is None:  # nothing to judge by: fail open, and say so
-        if why: print(f"mlops_nb: quota not checked ({why}); the run goes ahead", file=sys.stderr)
-        runs = []
-    return check_start(settings, name, force, cfg, alert=alerter(settings, None, background=True), runs=runs)
-
 def alerter(settings, run, background:bool=False):  # Send from a thread of its own (the process waits for it at exit)
     "`alert(kind, message, value, limit, unit)` that sends to the project's alert channels."
     def alert(kind, message, value=None, limit=None, unit=None):
@@ -237,23 +225,6 @@ def alerter(settings, run, background:bool=False):  # Send from a thread of its 
         if background: threading.Thread(target=send_alert, args=(a, settings), name='mlops-nb-alert').start()
         else: send_alert(a, settings)
     return alert
-
-def _start_sampler(run, account, quota, system_metrics):
-    "The run's one `Sampler`: its usage when `account` (with budgets: alerts and a stop at their limits), MLflow's `system/...` metrics every `system_metrics` seconds."
-    if not account and not system_metrics: return
-    cfg, before = quota or (None, None)
-    guard = None
-    if account and cfg is not None:
-        pipe = pipeline_of({'mlops_nb.pipeline': run._pipeline or ''}, run.name)
-        guard = QuotaGuard(cfg, pipe, before, alert=alerter(run.tracker.settings, run, background=True), stop=lambda reason: _quota_stop(run, reason),
-                           windows='mlops_nb.quota.forced' not in getattr(run, '_tags', {}))
-    def check(u):
-        if guard: guard(u)
-        if time.time() - getattr(run, '_usage_logged', run.started) >= 30: _log_usage(run)  # live usage for quota windows and widgets
-    log = (lambda m, step: _log_metrics_to(run, m, step)) if system_metrics else None
-    interval = min(0.5, system_metrics or 0.5) if account else system_metrics  # usage twice a second: quota limits act at once
-    run.sampler = Sampler(interval=interval, check=check if account else None, log=log, log_every=system_metrics or 15.0).start()
-    if account: run.meter, run.quota_guard = run.sampler, guard  # the guard's limits: the live view shows the share used
 
 def _quota_stop(run, reason):
     "A hard limit was reached in this kernel: record why, end the run FAILED, interrupt the running cell."
@@ -265,14 +236,6 @@ def _quota_stop(run, reason):
     try: stop('FAILED', run=run, _force=True)  # first: the run's end is journaled whatever the interrupt does next
     except Exception: pass
     _thread.interrupt_main()
-
-def _log_usage(run, final:dict|None=None):  # The sampler's last usage, when the run ends
-    "Log the run's usage so far as `system/run_*` metrics (MLflow's System metrics tab)."
-    u = dict(getattr(run, 'usage', None) or {})
-    meter = getattr(run, 'meter', None)
-    if meter is not None: u |= (final if final is not None else meter.usage())
-    run._usage_logged = time.time()
-    if u: _log_metrics_to(run, usage_metrics(u), None)
 
 def _end_all(status):
     while _State.runs: stop(status, _force=True)
@@ -323,10 +286,10 @@ def stop(status:str='FINISHED',  # FINISHED, FAILED or KILLED
         while _State.runs and _State.runs[-1] is not run: stop(status, _State.runs[-1], _force=True)
         for fn in list(_State.at_end): fn(run, status)  # `on_run_end`: MLflow's autologging detaches here
         final = run.sampler.stop() if run.sampler else None
-        if not run.parent: _log_usage(run, final)
+        if not run.parent: log_usage(run, final)
         try:  # the context and the cells are files beside the journal: a full disk must not keep the run from ending
             if getattr(run, 'capture', None): run.capture.finish()
-            if run.cells and run.cells.cells and not run.parent: _record_cells(run)
+            if run.cells and run.cells.cells and not run.parent: record_cells(run, html=run is not _State.pipeline)  # `mlops-nb run` renders its own
         except OSError as e:
             print(f"mlops_nb: run {run.name or run.rid} ends without its context and cell history ({e.strerror}: {e.filename})", file=sys.stderr)
         run.tracker.record('end', run=run.rid, status=status, t=time.time())
@@ -334,30 +297,6 @@ def stop(status:str='FINISHED',  # FINISHED, FAILED or KILLED
         if _State.runs and _State.runs[-1] is run: _State.runs.pop()
         if run is _State.pipeline: _State.pipeline = None
     return run
-
-def _record_cells(run):
-    "Cell history as an artifact and summary tags; the notebook as it ran (and as saved) as artifacts."
-    summary = run.cells.summary()
-    set_meta(run, **summary)
-    stage = Path(run.tracker.journal.folder)/f"{run.tracker.journal.name}-{run.rid}"
-    stage.mkdir(exist_ok=True)  # artifacts are copied next to the journal, so a replay still has them
-    R = redact_text if run.tracker.settings.redact_secrets else (lambda x: x)  # cell sources and outputs may hold keys
-    cells = [{k: v for k, v in c.items() if k != 'outputs'} for c in run.cells.cells]  # outputs: in the notebooks below
-    (stage/'cells.json').write_text(R(json.dumps(dict(summary=summary, cells=cells), indent=1, default=str)))
-    executed = run.cells.executed_notebook()
-    (stage/'executed.ipynb').write_text(R(json.dumps(executed, indent=1)))
-    files, shown = [stage/'cells.json', stage/'executed.ipynb'], executed
-    if run.notebook and Path(run.notebook).is_file() and str(run.notebook).endswith('.ipynb'):
-        (stage/Path(run.notebook).name).write_text(R(Path(run.notebook).read_text(errors='replace')))
-        files.append(stage/Path(run.notebook).name)
-        if Path(run.notebook).stat().st_mtime >= run.started:  # the front end saved it during the run: its outputs are the user's view
-            try: shown = json.loads(Path(run.notebook).read_text(errors='replace'))
-            except ValueError: pass
-    if run is not _State.pipeline:  # `mlops-nb run` renders the notebook papermill executed (`pipeline/*.html`)
-        title = Path(run.notebook).name if run.notebook else (run.name or 'notebook')
-        (stage/'notebook.html').write_text(notebook_html(shown, title, redact=R))  # MLflow's artifact view shows HTML
-        files.append(stage/'notebook.html')
-    for f in files: run.tracker.record('artifact', run=run.rid, path=str(f), dest='notebook')
 
 # %% ../../nbs/20_tracking/24_runs.ipynb #c766dc67
 def check_artifact_path(path:str|None):  # Folder of a run's artifacts an artifact goes to, e.g. `plots/eval`
