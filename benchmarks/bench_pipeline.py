@@ -161,7 +161,7 @@ def bench_run(root, cache, run, repeat):
                 pm_nb=[mm[0] for mm in pm_meta], ours_nb=[meta[0] for _, _, meta in runs], orphans=run.orphans, reaper=run.reaper)
 
 
-IMPORTS = ['pass', 'import mlops_nb.cli', 'import mlops_nb.pipelines.run, mlops_nb.store.backends, mlops_nb.tracking.sync', 'import papermill',
+IMPORTS = ['pass', 'import mlops_nb.cli', 'import mlops_nb.pipelines.run, mlops_nb.pipelines.outcome, mlops_nb.store.backends, mlops_nb.tracking.sync', 'import papermill',
            'import nbconvert', 'import papermill, nbconvert', 'import mlflow']
 
 
@@ -185,7 +185,7 @@ T = {'t0': time.monotonic()}
 def mark(k): T.setdefault(k, time.monotonic())
 from mlops_nb.cli import main
 mark('cli_imported')
-import mlops_nb.pipelines.run as P, mlops_nb.tracking.sync as TR
+import mlops_nb.pipelines.run as P, mlops_nb.pipelines.outcome as O, mlops_nb.tracking.sync as TR
 def around(obj, name, before, after=None):
     f = getattr(obj, name)
     def w(*a, **kw):
@@ -194,16 +194,16 @@ def around(obj, name, before, after=None):
         finally:
             if after: mark(after)
     setattr(obj, name, w)
-around(P._Finisher, '_warm', 'warm_start', 'warm_end')
-around(P._Finisher, 'finish', 'finish_start')
-around(P, '_finish_run', 'record_start', 'record_end')
+around(O.Finisher, '_warm', 'warm_start', 'warm_end')
+around(O.Finisher, 'finish', 'finish_start')
+around(O, '_finish_run', 'record_start', 'record_end')
 around(P, '_shutdown_kernel', 'shutdown_start', 'shutdown_end')
 around(P, '_render_html', 'html_start', 'html_end')
 around(TR, 'replay_journals', 'replay_start', 'replay_end')
 around(P, 'run_notebook', 'run_notebook')
-_init = P._Finisher.__init__
+_init = O.Finisher.__init__
 def init(self, *a, **kw): mark('papermill_imported'); _init(self, *a, **kw)
-P._Finisher.__init__ = init
+O.Finisher.__init__ = init
 _km = P._kernel_manager
 def km(*a, **kw):
     import papermill

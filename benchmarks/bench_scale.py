@@ -51,7 +51,7 @@ mn.log_metric('m', float(i))"""
 
 def bench_sweep(root, address, n, work):
     from mlops_nb.core.config import resolve_settings
-    from mlops_nb.pipelines.run import sweep
+    from mlops_nb.pipelines.sweeps import sweep
     from mlops_nb.store.client import open_client
     out = {}
     for label, ex, workers in [('dask 2 workers', address, 2), ('local --workers 1', 'local', 1), ('local --workers 2', 'local', 2)]:
@@ -71,7 +71,7 @@ def bench_sweep(root, address, n, work):
 
 def bench_overhead(root, address, repeat):
     from mlops_nb.core.config import resolve_settings
-    from mlops_nb.pipelines.executors import run_on
+    from mlops_nb.pipelines.sweeps import run_on
     p = project(root, 'overhead')
     nb = notebook(p/'tiny.ipynb', "x = 1", "y = x + 1")
     s = resolve_settings(project_dir=p)
@@ -108,7 +108,7 @@ print(json.dumps(dict(seconds=dt, rows=p.rows, peak_mb=resource.getrusage(resour
 
 def bench_profile(root, cluster, size_gb):
     import psutil
-    from mlops_nb.pipelines.executors import profile_on
+    from mlops_nb.pipelines.workers import profile_on
     folder = Path(root)/'parquet'
     t0 = time.perf_counter(); rows = make_parquet(folder, size_gb)
     disk = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
@@ -149,7 +149,7 @@ def main():
     if a.quick: a.notebooks, a.work, a.repeat = 4, 1.0, 2
     if a.smoke: a.notebooks, a.work, a.repeat = 2, 0.2, 1
     size = a.size_gb if a.size_gb is not None else (0.005 if a.smoke else 0.05 if a.quick else 1.0)
-    from mlops_nb.pipelines.executors import DaskCluster
+    from mlops_nb.pipelines.cluster import DaskCluster
     with tempfile.TemporaryDirectory(prefix='bench-scale-') as root:
         os.environ['MLOPS_NB_CACHE_DIR'] = str(Path(root)/'cache')
         for k in [k for k in os.environ if k.startswith(('MLOPS_NB_', 'MLFLOW_')) and k != 'MLOPS_NB_CACHE_DIR']: del os.environ[k]

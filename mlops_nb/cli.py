@@ -234,7 +234,7 @@ def profile_command(data, output, like, name, executor):
     from mlops_nb.monitoring.profiles import profile, read_profile, save_profile
     from pathlib import Path
     if executor:  # files profiled on the cluster's workers, merged here (mlops_nb.executors)
-        from mlops_nb.pipelines.executors import profile_on
+        from mlops_nb.pipelines.workers import profile_on
         p = profile_on(data, executor, name=name or Path(data).stem, like=read_profile(like) if like else None)
     else: p = profile(data, name=name or Path(data).stem, like=read_profile(like) if like else None)
     save_profile(p, output)
@@ -458,7 +458,7 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
     given |= dict(params)
     try:
         if (executor or s.executor) != 'local':  # a task on a cluster (mlops_nb.executors)
-            from mlops_nb.pipelines.executors import run_on
+            from mlops_nb.pipelines.sweeps import run_on
             res = run_on(executor, notebook, given, experiment, output, timeout, s, name=name, html=html, force_quota=force_quota)
         else: res = run_notebook(notebook, given, experiment, output, timeout, s, name=name, html=html, force_quota=force_quota,
                                  secret=secret, log=None if as_json else (lambda m: click.echo(m, err=True)))
@@ -482,7 +482,7 @@ def run_command(notebook, params, parameters_file, experiment, output, timeout, 
 @_project_dir
 def sweep_command(notebook, params, workers, experiment, timeout, html, as_json, force_quota, secret, executor, project_dir):
     "Run NOTEBOOK for every combination of parameter values, WORKERS at a time, under one parent run."
-    from mlops_nb.pipelines.run import sweep, grid
+    from mlops_nb.pipelines.sweeps import sweep, grid
     from mlops_nb.pipelines.params import read_parameters, load_notebook
     s = resolve_settings(project_dir=project_dir)
     n = len(grid(read_parameters(load_notebook(notebook)), list(params), os.path.basename(notebook)))
@@ -505,7 +505,7 @@ def sweep_command(notebook, params, workers, experiment, timeout, html, as_json,
 @click.option('--host', default='127.0.0.1', show_default=True, help="Interface to listen on (0.0.0.0 lets other machines' workers join).")
 def cluster_command(workers, threads, port, host):
     "Start a Dask scheduler and WORKERS worker processes here, to try `--executor dask://...`; Ctrl-C stops them."
-    from mlops_nb.pipelines.executors import DaskCluster
+    from mlops_nb.pipelines.cluster import DaskCluster
     c = DaskCluster(workers, threads, port, host).start()
     click.echo(f"Dask scheduler at {c.address} with {workers} workers x {threads} threads (logs: {c.folder}).\n"
                f"Use it: mlops-nb sweep NOTEBOOK -p NAME V1,V2 --executor {c.address}   (Ctrl-C here stops the cluster)")

@@ -51,7 +51,7 @@ def _wait_for(pred, timeout, what):
 @pytest.fixture(scope='module')
 def cluster(tmp_path_factory):
     "A Dask scheduler and two single-threaded worker processes, started with Dask's command line."
-    from mlops_nb.pipelines.executors import DaskCluster
+    from mlops_nb.pipelines.cluster import DaskCluster
     c = DaskCluster(workers=2, threads=1, folder=tmp_path_factory.mktemp('cluster')).start()
     yield c
     c.stop()
@@ -121,7 +121,7 @@ def cluster_workers(cluster):
 
 def test_a_worker_killed_mid_run_is_retried_once(project, cluster, tmp_path):
     import psutil
-    from mlops_nb.pipelines.executors import run_on
+    from mlops_nb.pipelines.sweeps import run_on
     nb = _write_nb(project/'step.ipynb')
     marker = tmp_path/'marks'; marker.mkdir()
     import threading
@@ -166,7 +166,7 @@ def test_ctrl_c_cancels_the_sweeps_tasks(project, cluster, tmp_path):
 
 
 OPTUNA = """import optuna, mlops_nb as mn
-from mlops_nb.pipelines.executors import optimize
+from mlops_nb.pipelines.workers import optimize
 def objective(trial):
     v = trial.suggest_float('v', -3, 3)
     with mn.track(name=f"trial-{trial.number}", nested=True, system_metrics=None):
@@ -210,7 +210,7 @@ def test_a_dask_dataframe_profile_equals_the_pandas_one(project, cluster, tmp_pa
     import numpy as np, pandas as pd, dask.dataframe as dd
     from distributed import Client
     from mlops_nb.monitoring.profiles import profile
-    from mlops_nb.pipelines.executors import profile_on
+    from mlops_nb.pipelines.workers import profile_on
     rng = np.random.default_rng(0)
     n = 200_000
     df = pd.DataFrame({'x': rng.normal(3, 2, n), 'k': np.char.add('c', rng.integers(0, 50, n).astype(str)), 'f': rng.integers(0, 9, n).astype(float)})

@@ -133,7 +133,7 @@ def test_a_notebook_reads_back_a_finished_run(project):
     _write_nb(project/'train.ipynb', TRAIN)
     r = mlops_nb_cli('run', 'train.ipynb', '--no-html', '--json', cwd=project, timeout=180)
     rid = json.loads(r.stdout)['run_id']
-    _write_nb(project/'report.ipynb', "import mlops_nb.pipelines.run as p\nrun = p.load_run(run_id)\n"
+    _write_nb(project/'report.ipynb', "import mlops_nb.pipelines.outcome as p\nrun = p.load_run(run_id)\n"
               "assert run.metrics['loss'] == 0.1 / 3 and run.params['lr'] == '0.1'\n"
               "ctx = run.artifact('context/context.json').read_text()\nimport mlops_nb as mn\nmn.log_metric('source_loss', run.metrics['loss'])",
               params="run_id = ''")
@@ -162,7 +162,8 @@ def test_the_executed_notebook_names_its_input_instead_of_embedding_it(project):
 RUNNER = """
 import sys
 from mlops_nb.cli import _run
-from mlops_nb.pipelines.run import run_notebook, record_run
+from mlops_nb.pipelines.run import run_notebook
+from mlops_nb.pipelines.outcome import record_run
 code = _run(['run', 'train.ipynb', '-p', 'epochs', '2'], debug=False)  # the HTML on, as by default
 res = run_notebook('train.ipynb', {'epochs': '2'}, html=False, record=False)  # executed, not recorded: as on a Dask worker
 first, again = record_run(res.job), record_run(res.job)  # a retried recording of the same attempt

@@ -6,7 +6,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/40_monitoring/profiles.html.md"""
 
 # %% auto #0
 __all__ = ['import_datasketches', 'Moments', 'ColumnProfile', 'as_float', 'Profile', 'reader_for', 'profile', 'merge_profiles',
-           'profile_to_dict', 'profile_from_dict', 'save_profile', 'read_profile', 'profile_artifact', 'load_profile']
+           'profile_parts', 'profile_dask', 'profile_to_dict', 'profile_from_dict', 'save_profile', 'read_profile',
+           'profile_artifact', 'load_profile']
 
 # %% ../../nbs/40_monitoring/40_profiles.ipynb #b6159214
 import base64, datetime, json, math, re, tempfile
@@ -350,7 +351,6 @@ def profile(data,  # A DataFrame, Series, NumPy array, a Parquet/CSV/JSON-lines 
     if not isinstance(kll_k, int) or not 8 <= kll_k <= 65535:
         raise ProfileError(f"Bad kll_k {kll_k!r}.", fix="Use a whole number from 8 to 65535; 200 to 800 is the useful range.")
     if type(data).__module__.startswith('dask'):  # a Dask DataFrame: its partitions profiled where Dask computes, merged
-        from mlops_nb.pipelines.executors import profile_dask
         return profile_dask(data, name=name, like=like, kll_k=kll_k)
     kinds = dict(like.kinds) if like is not None else {}
     cols, rows = {}, 0
@@ -374,6 +374,51 @@ def merge_profiles(*profiles:Profile):
     out = profiles[0]
     for p in profiles[1:]: out = out + p
     return out
+
+# %% ../../nbs/40_monitoring/40_profiles.ipynb #14900a41
+_HEAD_ROWS = 1 << 18  # the first chunk, from which one process decides the column kinds
+
+def _profile_part(args):
+    "Where the work runs: the profile, as a dict (sketches do not pickle), of a frame or a Parquet file (streamed); of its first chunk only if `head`."
+    data, kinds, kll_k, head = args
+    from mlops_nb.monitoring.profiles import profile_to_dict  # defined further down; a worker imports this module whole
+    if head and isinstance(data, str):
+        import pyarrow.parquet as pq
+        data = next(pq.ParquetFile(data).iter_batches(batch_size=_HEAD_ROWS)).to_pandas()
+    elif head: data = data.iloc[:_HEAD_ROWS]
+    like = Profile({n: ColumnProfile(n, k, '') for n, k in kinds.items()}) if kinds else None  # kinds only: no sketch travels
+    return profile_to_dict(profile(data, like=like, kll_k=kll_k))
+
+def _like(first:dict, like):
+    "Column kinds to profile every part with: the first chunk's, `like`'s over them."
+    return {c['name']: c['kind'] for c in first['columns']} | (like.kinds if like is not None else {})
+
+def _finish(parts, name, source, kll_k):
+    "The parts' profiles (dicts) merged, with this profile's own meta."
+    from mlops_nb.monitoring.profiles import profile_from_dict
+    p = merge_profiles(*[profile_from_dict(d) for d in parts])
+    p.meta = dict(name=name, source=source, kll_k=kll_k, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+    return p
+
+def profile_parts(parts:list,  # Frames, Dask delayed partitions, or paths of Parquet files every worker reads
+                  compute=None,  # `compute(fn, items)` -> `[fn(x) for x in items]`, computed where the work runs; default: here
+                  name:str|None=None, like:Profile|None=None, kll_k:int=400,  # As for `profile`
+                  source:str|None=None):  # The merged profile's `source`
+    "The merged `Profile` of `parts`: column kinds from the first part's first chunk, then each part profiled by `compute`."
+    if not len(parts): raise ProfileError("No parts to profile.", fix="Pass one or more frames, partitions or Parquet files.")
+    compute = compute or (lambda fn, xs: [fn(x) for x in xs])
+    kinds = _like(compute(_profile_part, [(parts[0], None, kll_k, True)])[0], like)
+    return _finish(compute(_profile_part, [(p, kinds, kll_k, False) for p in parts]), name, source, kll_k)
+
+def profile_dask(ddf,  # A Dask DataFrame
+                 name:str|None=None, like:Profile|None=None, kll_k:int=400,  # As for `profile`
+                 client=None):  # A `distributed.Client`; default: Dask's default scheduler
+    "The `Profile` of a Dask DataFrame: its partitions profiled where Dask computes, merged here."
+    import dask
+    def compute(fn, items):
+        tasks = [dask.delayed(fn, pure=True)(x) for x in items]
+        return client.gather(client.compute(tasks)) if client is not None else list(dask.compute(*tasks))
+    return profile_parts(ddf.to_delayed(), compute, name, like, kll_k)
 
 # %% ../../nbs/40_monitoring/40_profiles.ipynb #87dec8b3
 _FORMAT = 'mlops_nb.profile'
