@@ -13,7 +13,8 @@ __all__ = ['track', 'stop', 'active_run', 'log_metric', 'log_metrics', 'log_para
 
 _LAZY = {'seed': 'tracking.seeds', 'track_data': 'monitoring.datasets', 'fingerprint': 'tracking.capture',
          'diff_runs': 'tracking.reproduce', 'reproduce': 'tracking.reproduce', 'run_notebook': 'pipelines.run', 'load_run': 'pipelines.outcome',
-         **{k: 'models.registry' for k in ('log_model', 'register_candidate', 'load_model', 'champion_metrics', 'check_gates',
+         **{k: 'models.registry' for k in ('log_model', 'register_candidate', 'load_model', 'champion_metrics')},
+         **{k: 'models.quality' for k in ('check_gates',
                                     'validate_schema')},
          'profile': 'monitoring.profiles', 'merge_profiles': 'monitoring.profiles', 'load_profile': 'monitoring.profiles', 'drift': 'monitoring.drift',
          'estimate_performance': 'monitoring.performance',

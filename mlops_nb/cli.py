@@ -425,7 +425,7 @@ def serve_command(model, alias, host, port, canary, challenger, ramp, guard_wind
 def shadow_command(model, challenger, data, alias, batch_rows, as_json, project_dir):
     "Run MODEL@--alias and --challenger on the same rows: agreement, prediction drift, latency (a tracked run)."
     from dataclasses import asdict
-    from mlops_nb.deploy.serving import shadow
+    from mlops_nb.deploy.shadow import shadow
     r = shadow(model, challenger, data, alias, resolve_settings(project_dir=project_dir), batch_rows=batch_rows)
     click.echo(json.dumps(asdict(r), indent=1) if as_json else str(r))
     return 0

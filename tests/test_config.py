@@ -159,9 +159,18 @@ def test_database_uri_is_checked_by_connecting_and_the_password_never_shown(proj
     s = resolve_settings(env={}, tracking_uri=f'postgresql://ml:hunter2@127.0.0.1:{port}/mlflow')
     with pytest.raises(ConfigError) as e: check_store(s, timeout=2)
     assert f"127.0.0.1:{port}" in str(e.value) and 'hunter2' not in str(e.value)
-    with socket.socket() as listener:  # something listening there: the check passes
+    with socket.socket() as listener:  # something that accepts TCP but is no database: refused, naming host, port and database
         listener.bind(('127.0.0.1', 0)); listener.listen()
-        check_store(resolve_settings(env={}, tracking_uri=f'postgresql://ml:pw@127.0.0.1:{listener.getsockname()[1]}/db'))
+        with pytest.raises(ConfigError, match="no PostgreSQL database answers at 127.0.0.1:.*/db"):
+            check_store(resolve_settings(env={}, tracking_uri=f'postgresql://ml:pw@127.0.0.1:{listener.getsockname()[1]}/db'), timeout=1)
+
+
+@pytest.mark.postgres
+def test_a_real_postgresql_passes_and_a_missing_database_is_named(project):
+    check_store(resolve_settings(env={}, tracking_uri='postgresql+psycopg://postgres@127.0.0.1:5432/test'))
+    with pytest.raises(ConfigError, match="no_such_db") as e:
+        check_store(resolve_settings(env={}, tracking_uri='postgresql://postgres@127.0.0.1:5432/no_such_db'))
+    assert 'createdb' in str(e.value)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write read-only folders")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
+from .stores import store_backend, uri_scheme
 
 # %% ../../nbs/00_core/01_config.ipynb #06fe7834
 _TRUE,_FALSE = {'1','true','yes','on'},{'0','false','no','off'}
@@ -119,7 +120,10 @@ class Settings:
     def __getitem__(self, k): return self.values[k]
 
     @property
-    def is_embedded(self): return self.tracking_uri.startswith('sqlite:')
+    def is_embedded(self):
+        "Whether the store is a file of this project (`core.stores`: the backend of the URI's scheme says)."
+        try: return store_backend(self.tracking_uri).embedded
+        except ConfigError: return False
 
     def rows(self):
         "(key, display value, source) for each setting; URIs have their passwords redacted."
@@ -183,20 +187,13 @@ def _absolutize(key, value, base):
     return value
 
 # %% ../../nbs/00_core/01_config.ipynb #5e5c4245
-_STORE_SCHEMES = ('sqlite', 'postgresql', 'mysql', 'mssql', 'http', 'https', 'databricks')
-
 def _check_tracking_uri(value, source):
-    from urllib.parse import urlsplit
-    scheme = urlsplit(value).scheme.split('+')[0]
+    scheme = uri_scheme(value)
     if scheme in ('', 'file') or len(scheme) == 1:  # a bare path, `file:`, or a Windows drive letter
         raise _bad('tracking_uri', value, source, "a folder is MLflow's file store, which MLflow deprecated",
                    fix="Use an SQLite store instead, e.g. `sqlite:///.mlops/mlflow.db`, or a server `http://host:5000`.")
-    if scheme not in _STORE_SCHEMES:
-        raise _bad('tracking_uri', value, source, f"unknown scheme `{scheme}`",
-                   fix=f"Use one of {', '.join(s + '://' for s in _STORE_SCHEMES)}.")
-    if scheme == 'sqlite' and not value.startswith('sqlite:///'):
-        raise _bad('tracking_uri', value, source, "an SQLite URI needs three slashes before the path",
-                   fix="Write `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`.")
+    try: store_backend(value).validate(value)  # unknown schemes, and each store's own rules
+    except ConfigError as e: raise _bad('tracking_uri', value, source, e.message, e.fix) from None
 
 # %% ../../nbs/00_core/01_config.ipynb #a0fe245d
 def resolve_settings(
@@ -245,37 +242,8 @@ def resolve_settings(
 
 # %% ../../nbs/00_core/01_config.ipynb #165a318d
 def check_store(settings:Settings, timeout:float=3.0):  # Seconds to wait for a server or database
-    "Raise `ConfigError` if the store `settings.tracking_uri` names cannot be reached or written."
-    from urllib.parse import urlsplit
-    uri, src = settings.tracking_uri, settings.sources['tracking_uri']
-    shown = redact_uri(uri)
-    p = urlsplit(uri); scheme = p.scheme.split('+')[0]
-    if scheme == 'sqlite':
-        path = Path(uri[len('sqlite:///'):])
-        if str(path) == ':memory:': return
-        folder = path.parent
-        try: folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise _bad('tracking_uri', shown, src, f"cannot create folder {folder} ({e.strerror})",
-                       fix="Point `tracking_uri` at a folder you can write.") from None
-        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise _bad('tracking_uri', shown, src, f"{path if path.exists() else folder} is not writable",
-                       fix="Point `tracking_uri` at a folder you can write, or fix its permissions.")
-    elif scheme in ('http', 'https'):
-        import urllib.request, urllib.error
-        url = f"{uri.rstrip('/')}/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as r: r.read()
-        except urllib.error.HTTPError: return  # it answered: a server is there (a proxy may guard /health)
-        except (urllib.error.URLError, OSError) as e:
-            why = getattr(e, 'reason', e)
-            raise _bad('tracking_uri', shown, src, f"no tracking server answers at {redact_uri(url)} ({why})",
-                       fix="Start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix the URI, "
-                           "or unset it to use the embedded store.") from None
-    elif scheme in ('postgresql', 'mysql', 'mssql'):
-        import socket
-        port = p.port or {'postgresql': 5432, 'mysql': 3306, 'mssql': 1433}[scheme]
-        try: socket.create_connection((p.hostname or '127.0.0.1', port), timeout=timeout).close()
-        except OSError as e:
-            raise _bad('tracking_uri', shown, src, f"cannot connect to {p.hostname}:{port} ({e.strerror or e})",
-                       fix="Start the database or fix host and port in the URI.") from None
+    "Raise `ConfigError` naming the value, its source and the fix if the store `settings.tracking_uri` names cannot be reached or written."
+    uri = settings.tracking_uri
+    try: store_backend(uri).check(uri, timeout)
+    except ConfigError as e:
+        raise _bad('tracking_uri', redact_uri(uri), settings.sources['tracking_uri'], e.message, e.fix) from None

@@ -12,7 +12,7 @@ __all__ = ['canary_bucket', 'to_challenger', 'Guards', 'VariantStats', 'predicti
 import hashlib, math, threading, time
 
 import numpy as np
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 
 from ..core.errors import MlopsNbError
 

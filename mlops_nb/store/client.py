@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/10_store/client.html.md"""
 
 # %% auto #0
 __all__ = ['EXPERIMENT_TAGS', 'mlflow_version', 'template_path', 'import_mlflow', 'build_template', 'StoreInfo', 'ensure_store',
-           'before_reads', 'open_client', 'ui_file', 'running_ui', 'run_link', 'retry_sqlite', 'end_run',
+           'before_reads', 'open_client', 'ui_file', 'running_ui', 'run_link', 'free_port', 'retry_sqlite', 'end_run',
            'experiment_location', 'experiment_id']
 
 # %% ../../nbs/10_store/10_client.ipynb #7033e10f
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..core.config import Settings, resolve_settings, check_store, redact_uri
 from ..core.errors import StoreError, missing_dependency
+from ..core.retry import Backoff, retry
 
 # %% ../../nbs/10_store/10_client.ipynb #b66ff669
 def mlflow_version():
@@ -182,19 +183,26 @@ def run_link(settings:Settings,  # The run's store
     if base is None: return "no MLflow UI is running: `%mlops ui` starts one"
     return f"{redact_uri(base).rstrip('/')}/#/experiments/{experiment_id or '0'}/runs/{run_id}"
 
+# %% ../../nbs/10_store/10_client.ipynb #81278a74
+def free_port(host:str, port:int):  # Interface and port; 0: any free port
+    "`port` if it can be bound on `host` now (the one picked if `port` is 0), else `None`."
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT from our last run is free
+        try: sock.bind((host, port))
+        except OSError: return None
+        return sock.getsockname()[1]
 
 # %% ../../nbs/10_store/10_client.ipynb #497c22b4
 def _slug(name):
     import re, hashlib
     return (re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')[:60] or 'experiment') + '-' + hashlib.sha1(name.encode()).hexdigest()[:6]
 
+_SQLITE_TRANSIENT = ('disk I/O error', 'database is locked')
+
 def retry_sqlite(fn, attempts:int=4, wait:float=0.5):  # A function of no arguments; tries; seconds before the first retry
-    "`fn()`, tried again (with backoff) when SQLite reports a transient `disk I/O error` or `database is locked`."
-    for i in range(attempts):
-        try: return fn()
-        except Exception as e:
-            if i == attempts - 1 or not any(m in str(e) for m in ('disk I/O error', 'database is locked')): raise
-            time.sleep(wait * 2 ** i)
+    "`fn()`, tried again (with backoff, `core.retry`) when SQLite reports a transient `disk I/O error` or `database is locked`."
+    return retry(fn, lambda e: any(m in str(e) for m in _SQLITE_TRANSIENT), attempts=attempts, backoff=Backoff(wait, most=wait * 2 ** attempts))
 
 def end_run(client, run_id:str, status:str, end_time:int|None=None):  # An `MlflowClient`; FINISHED/FAILED/KILLED; ms
     "`client.set_terminated` without the \"View run at\" lines MLflow writes to stdout for a server (they would land in a cell's output)."

@@ -16,7 +16,9 @@ from ..core.config import Settings, resolve_settings
 from ..core.errors import TrackingError
 from .journal import read_journal, read_state, write_state, state_path, journals, owner_alive, store_key, flush_open_journals, FileLock
 from ..store.client import before_reads
-from ..store.backends import is_transient, backend_for, SqliteBackend
+from ..store.backends import is_transient, backend_for
+from ..core.retry import Backoff
+from ..core.stores import store_backend
 
 # %% ../../nbs/20_tracking/21_sync.ipynb #20e5aa33
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
@@ -35,6 +37,8 @@ class _Applier:
         self.experiments, self.open = state['experiments'], state.setdefault('open', {})  # journal run -> experiment; started, not ended
         self.starts = {}
         self.rejected = []  # dict(op, run, what, reason) refused for good
+        settings = getattr(backend, 'settings', None)  # metrics per write: the kind of store says (`core.stores`)
+        self.metrics_batch = store_backend(settings.tracking_uri).metrics_batch if settings is not None else _MAX_METRICS
 
     def run_id(self, rid):
         if rid in self.refused: raise _Refused(self.refused[rid])
@@ -78,7 +82,7 @@ class _Applier:
                     continue
                 for chunk in _chunks(ps, _MAX_PARAMS): self._batch(run_id, 'params', chunk)
                 for chunk in _chunks(ts, _MAX_TAGS): self._batch(run_id, 'tags', chunk)
-                for chunk in _chunks(ms, 20_000 if isinstance(self.store, SqliteBackend) else _MAX_METRICS): self._batch(run_id, 'metrics', chunk)
+                for chunk in _chunks(ms, self.metrics_batch): self._batch(run_id, 'metrics', chunk)
         for rec in records:
             try:
                 if type(rec) is tuple:  # a metric: ('M', run, key, value, timestamp, step)
@@ -280,7 +284,7 @@ def serve_sync(settings:Settings|None=None,  # Where runs go; default: `resolve_
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(_lock_path(s, 'daemon'))
     if not lock.acquire(0): return False
-    backoff, next_try, quiet_since, last_cb, client, err = 0.0, 0.0, time.monotonic(), 0.0, None, None
+    backoff, next_try, quiet_since, last_cb, client, err = Backoff(0.5, 30.0), 0.0, time.monotonic(), 0.0, None, None
     applied_total, retries = 0, 0
     try:
         _write_status(s, state='starting', store_ok=None, applied=0)
@@ -294,7 +298,7 @@ def serve_sync(settings:Settings|None=None,  # Where runs go; default: `resolve_
                     if client is None: client = backend_for(s)
                     out = replay_journals(s, live=True, timeout=5, client=client)
                     n = sum(o['records'] for o in out); applied_total += n; did = bool(out)
-                    backoff, err = 0.0, None
+                    backoff.reset(); err = None
                     _write_status(s, state='running', store_ok=True, applied=applied_total, retries=retries)
                     if (did or now - last_cb > 60) and after_apply:
                         last_cb = now
@@ -304,9 +308,9 @@ def serve_sync(settings:Settings|None=None,  # Where runs go; default: `resolve_
                 except SyncBusy: pass  # another applier holds the lock: try again next round (anything else is reported below)
                 except Exception as e:
                     err = _reason(e); retries += 1
-                    backoff = min(max(backoff * 2, 0.5), 30.0); next_try = now + backoff
+                    next_try = now + backoff.next()
                     _write_status(s, state='retrying', store_ok=False, last_error=err, retries=retries, applied=applied_total,
-                                  next_try_in=backoff)
+                                  next_try_in=backoff.current)
             key = store_key(s.tracking_uri)
             live = [p for p in journals(folder) if _for_store(p, key) and owner_alive(p)]
             if did or live: quiet_since = now
