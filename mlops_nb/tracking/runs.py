@@ -20,8 +20,6 @@ from ..core.names import KIND, META, PIPELINE, meta_json
 from .sync import replay_journals, sync_report, SyncBusy
 from .recorder import Tracker
 from .session import notebook_path, CellHistory, record_cells
-from .capture import RunCapture
-from .usage import quota_start, start_sampler, log_usage
 
 # %% ../../nbs/20_tracking/24_runs.ipynb #87913ef2
 class _State:
@@ -144,6 +142,7 @@ def track(experiment:str|None=None,  # Experiment name; default: setting `experi
         nb, how = notebook_path(user_ns)
         all_tags = _default_tags(nb, _kind) | _env_tags() | {k: str(v) for k, v in (tags or {}).items()}
         if not nested: all_tags.setdefault(PIPELINE, Path(nb).name if nb else (name or 'interactive'))
+        from mlops_nb.tracking.usage import quota_start, start_sampler  # at the first run, not at `%load_ext` (see below)
         quota = quota_start(t.settings, all_tags[PIPELINE], force_quota, alerter(t.settings, None, background=True)) if not nested and _account else None
         if force_quota: all_tags['mlops_nb.quota.forced'] = force_quota
         from mlops_nb import __version__
@@ -192,6 +191,7 @@ def _env_tags():
 # %% ../../nbs/20_tracking/24_runs.ipynb #bb253334
 def _start_capture(run, user_ns):
     "Capture the run's context in the background, and hand the run what was recorded before it started (`on_next_run`)."
+    from mlops_nb.tracking.capture import RunCapture  # at the first run, not at `%load_ext`: it loads ast, hashlib, subprocess
     run.capture = RunCapture(run, user_ns, 'context' if not run.resumed else f"context/resumed-{int(time.time())}").start()
     while _State.next_run: _State.next_run.pop(0)(run)
 
@@ -286,7 +286,9 @@ def stop(status:str='FINISHED',  # FINISHED, FAILED or KILLED
         while _State.runs and _State.runs[-1] is not run: stop(status, _State.runs[-1], _force=True)
         for fn in list(_State.at_end): fn(run, status)  # `on_run_end`: MLflow's autologging detaches here
         final = run.sampler.stop() if run.sampler else None
-        if not run.parent: log_usage(run, final)
+        if not run.parent:
+            from mlops_nb.tracking.usage import log_usage  # loaded by `track()` already
+            log_usage(run, final)
         try:  # the context and the cells are files beside the journal: a full disk must not keep the run from ending
             if getattr(run, 'capture', None): run.capture.finish()
             if run.cells and run.cells.cells and not run.parent: record_cells(run, html=run is not _State.pipeline)  # `mlops-nb run` renders its own
