@@ -129,6 +129,32 @@ def test_sweep_runs_the_grid_under_one_parent(project):
     assert r.returncode == 2 and "Parameter `epochs` = 'two' is not an int" in r.stderr
 
 
+SWEEPER = """
+import sys
+from mlops_nb.pipelines.sweeps import sweep
+out = sweep('train.ipynb', [('lr', '0.1,0.2'), ('epochs', '1')], workers=2, executor='local')
+print('SWEEP', out.parent_run_id, len(out.results), out.ok)
+print('MLFLOW', sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow')[:3])
+"""
+
+
+def test_a_sweep_on_the_embedded_store_reaches_it_by_the_journal_alone(project):
+    "The parent run is journaled and applied like its children's outcomes: no MLflow import, nothing left in the journal folder."
+    _write_nb(project/'train.ipynb', TRAIN)
+    from mlops_nb.store.client import ensure_store
+    ensure_store(resolve_settings(project_dir=project))  # the store template is built with MLflow once: here, not in the sweep
+    r = subprocess.run([os.sys.executable, '-c', SWEEPER], cwd=project, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pid, n, ok = r.stdout.split('SWEEP ', 1)[1].split('\n', 1)[0].split()
+    assert (n, ok) == ('2', 'True') and "MLFLOW []" in r.stdout, r.stdout
+    c, runs = _runs(project)
+    parent = c.get_run(pid)
+    assert parent.info.status == 'FINISHED' and parent.data.tags['mlops_nb.sweep'] == 'parent'
+    assert (parent.data.params['sweep.size'], parent.data.metrics['sweep/finished'], parent.data.metrics['sweep/failed']) == ('2', 2.0, 0.0)
+    assert sorted(x.data.params['lr'] for x in runs if x.data.tags.get('mlflow.parentRunId') == pid) == ['0.1', '0.2']
+    assert not list((project/'.mlops'/'journal').glob('*.log'))
+
+
 def test_a_notebook_reads_back_a_finished_run(project):
     _write_nb(project/'train.ipynb', TRAIN)
     r = mlops_nb_cli('run', 'train.ipynb', '--no-html', '--json', cwd=project, timeout=180)

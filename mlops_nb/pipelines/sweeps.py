@@ -16,7 +16,7 @@ from ..core.config import Settings, resolve_settings
 from ..core.errors import NotebookRunError
 from ..core.redact import Redactor
 from .params import read_parameters, check_parameters, load_notebook, ParameterError
-from .outcome import format_value
+from .outcome import JournaledRun, format_value
 from .executors import RunSpec, get_executor
 
 # %% ../../nbs/60_pipelines/62c_sweeps.ipynb #fa97dee3
@@ -97,7 +97,6 @@ def sweep(notebook:str|Path,  # The notebook
           executor:str|None=None,  # `local` or `dask://HOST:PORT`; default: setting `executor`
           on_progress=None):  # Called with `(done, running, failed)`
     "Run `notebook` for every combination in `given`, `workers` at a time, as child runs of one parent; return a `SweepResult`."
-    from mlops_nb.store.client import open_client, experiment_id, end_run
     if workers < 1: raise ParameterError(f"--workers {workers} is not a positive number.", fix="Pass --workers 1 or more.")
     s = settings or resolve_settings()
     nb_path = Path(notebook).expanduser().resolve()
@@ -105,13 +104,14 @@ def sweep(notebook:str|Path,  # The notebook
     red = Redactor(enabled=s.redact_secrets)
     for combo in combos: red.add_params(combo, secret)
     ex = get_executor(executor, workers, s)  # local processes, or tasks on a Dask cluster: checked before any run
-    c = open_client(s)
-    parent = c.create_run(experiment_id(c, s, experiment or s.experiment), run_name=f"sweep {nb_path.stem}",
-                          tags={'mlops_nb.sweep': 'parent', 'mlflow.source.name': str(nb_path), 'mlflow.source.type': 'NOTEBOOK'})
-    pid = parent.info.run_id
-    from mlflow.entities import Param
-    c.log_batch(pid, params=[Param('sweep.grid', red.text(json.dumps(dict(given)))[:6000]), Param('sweep.size', str(len(combos))),
-                             Param('sweep.workers', str(workers))])
+    c = None
+    if not s.is_embedded:  # one MLflow client for a server, shared by the runs; the embedded store needs none (sqlite3)
+        from mlops_nb.store.client import open_client
+        c = open_client(s)
+    parent = JournaledRun(s, experiment or s.experiment, f"sweep {nb_path.stem}",
+                          {'mlops_nb.sweep': 'parent', 'mlflow.source.name': str(nb_path), 'mlflow.source.type': 'NOTEBOOK'},
+                          {'sweep.grid': red.text(json.dumps(dict(given)))[:6000], 'sweep.size': len(combos), 'sweep.workers': workers}, client=c)
+    pid = parent.run_id
     folder = Path(s.project_dir)/'.mlops'/'runs'/f"sweep-{pid[:8]}"
     t0, results = time.perf_counter(), [None] * len(combos)
     specs = [RunSpec(str(nb_path), combos[i], experiment, str(folder/f"{i:03d}.ipynb"), timeout,
@@ -127,9 +127,6 @@ def sweep(notebook:str|Path,  # The notebook
     finally:
         done = [r for r in results if r is not None]
         if status != 'KILLED': status = 'FINISHED' if all(r.ok for r in done) and len(done) == len(combos) else 'FAILED'
-        from mlflow.entities import Metric
-        now = int(time.time() * 1000)
-        c.log_batch(pid, metrics=[Metric('sweep/finished', sum(r.ok for r in done), now, 0), Metric('sweep/failed', sum(not r.ok for r in done), now, 0),
-                                  Metric('sweep/wall_seconds', time.perf_counter() - t0, now, 0)])
-        end_run(c, pid, status)
+        parent.end(status, {'sweep/finished': sum(r.ok for r in done), 'sweep/failed': sum(not r.ok for r in done),
+                            'sweep/wall_seconds': time.perf_counter() - t0})
     return SweepResult(pid, results, round(time.perf_counter() - t0, 2))
