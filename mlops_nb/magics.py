@@ -279,20 +279,20 @@ def _drift(self, reference, current, fail_on, as_json, html_path, prediction, la
     s = _settings(project_dir)
     rep = drift(ref, cur, prediction=list(prediction) or None, label=list(label) or None, columns=list(columns) or None,
                 config=drift_config(s.project_dir, alpha=alpha), settings=s)
-    history = drift_performance(cur, performance, s) if not as_json and (html_path or not static) else None
+    history = lambda: drift_performance(cur, performance, s)  # read only where it is shown: the widget, the HTML page
     if save_profile:
         from mlops_nb.monitoring.profiles import save_profile as _save
         _save(rep.current, save_profile)
     if html_path:
         from pathlib import Path
         from mlops_nb.monitoring.drift_widget import report_html
-        Path(html_path).write_text(report_html(rep, performance=history), encoding='utf-8')
+        Path(html_path).write_text(report_html(rep, performance=history()), encoding='utf-8')
     shown = rep.to_json() if as_json else rep
     if not as_json and not static:
         def make():
             from mlops_nb.monitoring.drift_widget import DriftWidget
             import ipywidgets, plotly  # noqa: F401 -- the widget needs both
-            return DriftWidget(rep, performance=history)
+            return DriftWidget(rep, performance=history())
         shown = self._widget(make, 'ipywidgets or plotly') or rep
     if rep.exit_code(fail_on or 'never'):
         from IPython.display import display
