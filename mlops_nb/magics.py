@@ -305,8 +305,8 @@ def _drift(self, reference, current, fail_on, as_json, html_path, prediction, la
 def _quota_usage(self, pipeline, experiment, since, as_json, static, project_dir, cell=None):
     if as_json or static or not self._widgets() or pipeline or experiment or since:  # the CLI's table: one command, one text
         return _cli(self, 'quota usage', pipeline=pipeline, experiment=experiment, since=since, as_json=as_json, static=static, project_dir=project_dir)
-    from mlops_nb.resources.quota_widget import QuotaWidget
     def make():
+        from mlops_nb.resources.quota_widget import QuotaWidget
         import ipywidgets, plotly  # noqa: F401
         return QuotaWidget(_settings(project_dir))
     return self._widget(make, 'ipywidgets or plotly') or _cli(self, 'quota usage', pipeline=None, experiment=None, since=None, as_json=False, static=True, project_dir=project_dir)
