@@ -113,17 +113,28 @@ def check_command(line):
 
 
 def check_magic(line):
-    "Why the `%mlops ...` line would be refused, or None."
+    "Why the `%mlops ...` line would be refused, or None (the verbs and options of `mlops_nb.verbs.GRAMMAR`, what the magics parse with)."
+    import click
     m = re.match(r'\s*%%?mlops\s+(\S+)(.*)$', line)
     if not m: return None
-    from mlops_nb.magics import _parsers
-    top = _parsers()
-    verbs = next(a for a in top._actions if a.__class__.__name__ == '_SubParsersAction').choices
-    if m.group(1) not in verbs: return f"`%mlops {m.group(1)}`: no such verb (there are: {', '.join(sorted(verbs))})"
-    known = set(verbs[m.group(1)]._option_string_actions)
-    for w in m.group(2).split('#')[0].split():
+    from mlops_nb.verbs import GRAMMAR, DEFAULT_SUBVERB
+    words = m.group(2).split('#')[0].split()
+    cmd, path = GRAMMAR, []
+    name = m.group(1)
+    while isinstance(cmd, click.Group):
+        if name is None or name.startswith('-'):
+            if not path: break
+            sub = DEFAULT_SUBVERB[path[-1]]
+            if name is not None: words.insert(0, name)
+        else: sub = name
+        if sub not in cmd.commands:
+            return f"`{' '.join(['%mlops', *path, sub])}`: no such verb (there are: {', '.join(sorted(cmd.commands))})"
+        path.append(sub); cmd = cmd.commands[sub]
+        name = words.pop(0) if words and isinstance(cmd, click.Group) else None
+    known = _click_options(cmd)
+    for w in words:
         if w.startswith('--') and w.split('=', 1)[0] not in known:
-            return f"`%mlops {m.group(1)}` has no option `{w}` (it has: {', '.join(sorted(known))})"
+            return f"`{' '.join(['%mlops', *path])}` has no option `{w}` (it has: {', '.join(sorted(known))})"
     return None
 
 
