@@ -161,7 +161,7 @@ def test_database_uri_is_checked_by_connecting_and_the_password_never_shown(proj
     assert f"127.0.0.1:{port}" in str(e.value) and 'hunter2' not in str(e.value)
     with socket.socket() as listener:  # something that accepts TCP but is no database: refused, naming host, port and database
         listener.bind(('127.0.0.1', 0)); listener.listen()
-        with pytest.raises(ConfigError, match="no PostgreSQL database answers at 127.0.0.1:.*/db"):
+        with pytest.raises(ConfigError, match="cannot connect to 127.0.0.1:.* as PostgreSQL database `db`"):
             check_store(resolve_settings(env={}, tracking_uri=f'postgresql://ml:pw@127.0.0.1:{listener.getsockname()[1]}/db'), timeout=1)
 
 

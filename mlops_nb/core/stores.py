@@ -8,7 +8,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/00_core/stores.html.md"""
 __all__ = ['LOCK_PREFIX', 'register_store', 'uri_scheme', 'store_schemes', 'store_backend', 'lock_digest', 'StoreBackend',
            'SqliteStore', 'PostgresStore', 'ServerStore', 'SqlAlchemyStore', 'DatabricksStore']
 
-# %% ../../nbs/00_core/00c_stores.ipynb #aeb92f28
+# %% ../../nbs/00_core/00c_stores.ipynb #c3e5b773
 import hashlib, os, time, urllib.error, urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError, missing_dependency
 from .retry import Backoff, retry
 
-# %% ../../nbs/00_core/00c_stores.ipynb #ce4cbb63
+# %% ../../nbs/00_core/00c_stores.ipynb #b185bfdf
 _STORES = {}
 
 def register_store(scheme:str,  # What comes before `:` in the URI (a driver after `+` is ignored: `postgresql+psycopg`)
@@ -38,7 +38,7 @@ def store_backend(uri:str):
     if b is None: raise ConfigError(f"unknown scheme `{uri_scheme(uri)}`", fix=f"Use one of {', '.join(s + '://' for s in _STORES)}.")
     return b
 
-# %% ../../nbs/00_core/00c_stores.ipynb #2b3cca32
+# %% ../../nbs/00_core/00c_stores.ipynb #c3192b94
 LOCK_PREFIX = 'mlops_nb-lock-'  # Registered models with this prefix are locks, not models
 
 class _Busy(Exception): pass
@@ -77,7 +77,7 @@ class StoreBackend:
 def _timeout_error(name, timeout, on_timeout):
     return lambda e: on_timeout() if on_timeout else TimeoutError(f"The store lock `{name}` was held elsewhere for {timeout:g} s.")
 
-# %% ../../nbs/00_core/00c_stores.ipynb #7fb73a4c
+# %% ../../nbs/00_core/00c_stores.ipynb #3a8bcf05
 class SqliteStore(StoreBackend):
     "`sqlite:///path.db`: the project's embedded store."
     embedded, metrics_batch = True, 20_000
@@ -107,7 +107,7 @@ class SqliteStore(StoreBackend):
 
 register_store('sqlite', SqliteStore())
 
-# %% ../../nbs/00_core/00c_stores.ipynb #dc647b5c
+# %% ../../nbs/00_core/00c_stores.ipynb #320da5c8
 class PostgresStore(StoreBackend):
     "`postgresql://user@host:5432/db` (any driver after `+`)."
     def check(self, uri, timeout=3.0):
@@ -117,8 +117,8 @@ class PostgresStore(StoreBackend):
         try:
             with psycopg.connect(p._replace(scheme='postgresql').geturl(), connect_timeout=max(1, int(timeout))) as con: con.execute('SELECT 1')
         except psycopg.Error as e:
-            why = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-            raise ConfigError(f"no PostgreSQL database answers at {p.hostname}:{p.port or 5432}/{p.path.lstrip('/')} ({why})",
+            why = ' '.join(str(e).split())[:300] or type(e).__name__  # psycopg's lines (and tabs) as one
+            raise ConfigError(f"cannot connect to {p.hostname}:{p.port or 5432} as PostgreSQL database `{p.path.lstrip('/')}` ({why})",
                               fix="Start the database, or fix host, port, user and database name in the URI "
                                   "(`createdb NAME` makes a missing database).") from None
 
@@ -139,7 +139,7 @@ class PostgresStore(StoreBackend):
 
 for _scheme in ('postgresql', 'postgres'): register_store(_scheme, PostgresStore())
 
-# %% ../../nbs/00_core/00c_stores.ipynb #a7d57b2b
+# %% ../../nbs/00_core/00c_stores.ipynb #dbecf950
 class ServerStore(StoreBackend):
     "`http(s)://host:port`: an MLflow tracking server."
     def check(self, uri, timeout=3.0):
