@@ -8,8 +8,8 @@ Docs: https://mlops-nb.github.io/mlops_nb/00_core/stores.html.md"""
 __all__ = ['LOCK_PREFIX', 'register_store', 'uri_scheme', 'store_schemes', 'store_backend', 'lock_digest', 'StoreBackend',
            'SqliteStore', 'PostgresStore', 'ServerStore', 'SqlAlchemyStore', 'DatabricksStore']
 
-# %% ../../nbs/00_core/00c_stores.ipynb #c3e5b773
-import hashlib, os, time, urllib.error, urllib.request
+# %% ../../nbs/00_core/00c_stores.ipynb #72f8dcb7
+import hashlib, os, time
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError, missing_dependency
 from .retry import Backoff, retry
 
-# %% ../../nbs/00_core/00c_stores.ipynb #b185bfdf
+# %% ../../nbs/00_core/00c_stores.ipynb #65e33464
 _STORES = {}
 
 def register_store(scheme:str,  # What comes before `:` in the URI (a driver after `+` is ignored: `postgresql+psycopg`)
@@ -38,7 +38,7 @@ def store_backend(uri:str):
     if b is None: raise ConfigError(f"unknown scheme `{uri_scheme(uri)}`", fix=f"Use one of {', '.join(s + '://' for s in _STORES)}.")
     return b
 
-# %% ../../nbs/00_core/00c_stores.ipynb #c3192b94
+# %% ../../nbs/00_core/00c_stores.ipynb #ad4a532e
 LOCK_PREFIX = 'mlops_nb-lock-'  # Registered models with this prefix are locks, not models
 
 class _Busy(Exception): pass
@@ -77,7 +77,7 @@ class StoreBackend:
 def _timeout_error(name, timeout, on_timeout):
     return lambda e: on_timeout() if on_timeout else TimeoutError(f"The store lock `{name}` was held elsewhere for {timeout:g} s.")
 
-# %% ../../nbs/00_core/00c_stores.ipynb #3a8bcf05
+# %% ../../nbs/00_core/00c_stores.ipynb #d53206de
 class SqliteStore(StoreBackend):
     "`sqlite:///path.db`: the project's embedded store."
     embedded, metrics_batch = True, 20_000
@@ -107,7 +107,7 @@ class SqliteStore(StoreBackend):
 
 register_store('sqlite', SqliteStore())
 
-# %% ../../nbs/00_core/00c_stores.ipynb #320da5c8
+# %% ../../nbs/00_core/00c_stores.ipynb #e8f9816c
 class PostgresStore(StoreBackend):
     "`postgresql://user@host:5432/db` (any driver after `+`)."
     def check(self, uri, timeout=3.0):
@@ -139,10 +139,11 @@ class PostgresStore(StoreBackend):
 
 for _scheme in ('postgresql', 'postgres'): register_store(_scheme, PostgresStore())
 
-# %% ../../nbs/00_core/00c_stores.ipynb #dbecf950
+# %% ../../nbs/00_core/00c_stores.ipynb #902ef7ee
 class ServerStore(StoreBackend):
     "`http(s)://host:port`: an MLflow tracking server."
     def check(self, uri, timeout=3.0):
+        import urllib.error, urllib.request  # here, not at import: `%load_ext mlops_nb` stays cheap
         url = f"{uri.rstrip('/')}/health"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as r: r.read(100)
