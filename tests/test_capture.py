@@ -27,6 +27,7 @@ def _context(client, run_id, tmp_path):
 def run_git(root, *args): return subprocess.run(['git', '-C', str(root), *args], check=True, capture_output=True, text=True).stdout
 
 
+@pytest.mark.integration
 def test_data_and_seed_recorded_before_the_run_starts_are_attached_to_it(project, fresh_tracker, tmp_path):
     import pandas as pd
     df = pd.DataFrame({'x': range(1000), 'label': ['a', 'b'] * 500})
@@ -50,6 +51,7 @@ def test_data_and_seed_recorded_before_the_run_starts_are_attached_to_it(project
     assert f"mlflow=={mlflow.__version__}\n" in lock and ctx['environment']['packages']['mlflow'] == mlflow.__version__
 
 
+@pytest.mark.integration
 def test_fingerprints_are_stable_across_processes(tmp_path):
     code = textwrap.dedent("""
         import numpy as np, pandas as pd
@@ -65,6 +67,7 @@ def test_fingerprints_are_stable_across_processes(tmp_path):
     assert len(outs) == 1 and len(outs.pop()) == 64
 
 
+@pytest.mark.integration
 def test_a_failing_capture_is_reported_on_the_run_and_does_not_stop_it(project, fresh_tracker, monkeypatch):
     from mlops_nb.tracking import capture
     def broken(*a, **k): raise OSError("disk full")
@@ -76,6 +79,7 @@ def test_a_failing_capture_is_reported_on_the_run_and_does_not_stop_it(project, 
     assert meta_of(r.data.tags)['capture_error'] == 'OSError: disk full'
 
 
+@pytest.mark.integration
 def test_bad_tags_variable_names_value_and_fix(project, fresh_tracker, monkeypatch):
     monkeypatch.setenv('MLOPS_NB_TAGS', '[1, 2]')
     with pytest.raises(mn.MlopsNbError, match=r"(?s)MLOPS_NB_TAGS = '\[1, 2\]': not a JSON object.*Fix:"): mn.track('cap', system_metrics=None)

@@ -16,23 +16,27 @@ def api(url, path, body=None):
     with urllib.request.urlopen(req, timeout=10) as r: return json.loads(r.read())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize('command', [None, *sorted(cli.commands)])
 def test_every_command_has_help_with_exit_codes(project, command):
     r = mlops_nb_cli(*([command] if command else []), '--help', check=True)
     assert 'Usage: mlops-nb' in r.stdout and 'Exit codes:' in r.stdout and '130  interrupted' in r.stdout
 
 
+@pytest.mark.integration
 def test_version(project):
     import mlops_nb
     assert mlops_nb.__version__ in mlops_nb_cli('--version', check=True).stdout
 
 
+@pytest.mark.integration
 def test_unknown_command_and_option_exit_2(project):
     assert mlops_nb_cli('nope').returncode == 2
     r = mlops_nb_cli('config', '--jsn')
     assert r.returncode == 2 and 'No such option' in r.stderr
 
 
+@pytest.mark.integration
 def test_quickstart_json_reports_a_finished_run_in_the_project_store(project):
     r = mlops_nb_cli('quickstart', '--demo', '--json', check=True)
     out = json.loads(r.stdout)
@@ -59,6 +63,7 @@ def test_quickstart_runs_the_pipeline_and_says_where_to_look(project):
     assert r.returncode == 0 and 'version 2 @candidate' in r.stdout and 'mlops-nb ui' in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.integration
 def test_quickstart_on_a_dead_server_fails_cleanly(project):
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     r = mlops_nb_cli('quickstart', '--demo', env={**os.environ, 'MLFLOW_TRACKING_URI': f'http://127.0.0.1:{port}'})
@@ -113,6 +118,7 @@ def test_ui_on_a_busy_port_names_the_port_and_the_fix(project):
     assert f"`ui_port` = {port} (from argument)" in r.stderr and '--port 0' in r.stderr
 
 
+@pytest.mark.integration
 def test_ui_on_a_tracking_server_points_to_its_own_ui(project, health_server):
     r = mlops_nb_cli('ui', env={**os.environ, 'MLFLOW_TRACKING_URI': health_server}, check=True)
     assert f"its UI is at {health_server}" in r.stdout

@@ -190,6 +190,7 @@ def test_sqlite_folder_under_a_file_is_reported(project):
 
 # --- mlops-nb config ------------------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_config_command_shows_value_and_source(project):
     write_cfg(project, 'experiment = "churn"\n')
     env = {**os.environ, 'MLOPS_NB_UI_PORT': '5055'}
@@ -200,6 +201,7 @@ def test_config_command_shows_value_and_source(project):
     assert 'store ok' in r.stdout and (project/'.mlops').is_dir()
 
 
+@pytest.mark.integration
 def test_config_json_is_parseable_and_redacts_passwords(project):
     env = {**os.environ, 'MLOPS_NB_TRACKING_URI': 'postgresql://ml:hunter2@127.0.0.1:1/db'}
     r = mlops_nb_cli('config', '--json', '--no-check', cwd=project, env=env, check=True)
@@ -208,6 +210,7 @@ def test_config_json_is_parseable_and_redacts_passwords(project):
     assert 'hunter2' not in r.stdout + r.stderr
 
 
+@pytest.mark.integration
 def test_config_command_fails_with_exit_3_and_no_traceback(project):
     write_cfg(project, 'ui_prot = 1\n')
     r = mlops_nb_cli('config', cwd=project)
@@ -218,6 +221,7 @@ def test_config_command_fails_with_exit_3_and_no_traceback(project):
     assert r.returncode != 0 and 'Traceback' in r.stderr
 
 
+@pytest.mark.integration
 def test_config_command_reports_unreachable_server_with_exit_3(project):
     env = {**os.environ, 'MLFLOW_TRACKING_URI': f'http://127.0.0.1:{_closed_port()}'}
     r = mlops_nb_cli('config', cwd=project, env=env)

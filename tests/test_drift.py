@@ -66,6 +66,7 @@ def test_profiles_of_shards_merge_to_the_profile_of_the_whole_and_stay_small(tmp
     assert drift(merged, whole, log=False).verdict == 'stable'
 
 
+@pytest.mark.integration
 def test_track_data_stores_a_profile_that_drift_reads_back_by_run_id(project, fresh_tracker):
     train = frame(5000, seed=2)
     with mn.track('train', system_metrics=None) as run:
@@ -82,6 +83,7 @@ def test_track_data_stores_a_profile_that_drift_reads_back_by_run_id(project, fr
         load_profile(run.run_id, 'serving')
 
 
+@pytest.mark.integration
 def test_a_report_is_logged_to_the_active_run(project, fresh_tracker):
     with mn.track('monitor', system_metrics=None) as run:
         rep = mn.drift(frame(3000), frame(3000, seed=4, missing=0.1), label='visits')
@@ -128,6 +130,7 @@ def _write_pair(d):
     frame(20_000, seed=9).to_csv(d/'same.csv', index=False)
 
 
+@pytest.mark.integration
 def test_cli_drift_fails_ci_on_drift_and_writes_reports(project):
     _write_pair(project)
     r = mlops_nb_cli('drift', 'ref.parquet', 'cur.csv', '--html', 'drift.html', '--save-profile', 'cur.json', cwd=project)
@@ -142,6 +145,7 @@ def test_cli_drift_fails_ci_on_drift_and_writes_reports(project):
     assert {t['test'] for t in next(c for c in out['columns'] if c['column'] == 'x')['tests']} == {'mean', 'variance', 'ks', 'missing', 'invalid'}
 
 
+@pytest.mark.integration
 def test_cli_profile_then_drift_against_the_saved_profile(project):
     _write_pair(project)
     r = mlops_nb_cli('profile', 'ref.parquet', '-o', 'ref.json', cwd=project, check=True)
@@ -150,6 +154,7 @@ def test_cli_profile_then_drift_against_the_saved_profile(project):
     assert r.returncode == 13 and 'DRIFT: 1 of 2 columns drift (x)' in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.integration
 def test_cli_errors_name_the_bad_input_and_the_fix(project):
     _write_pair(project)
     (project/'broken.json').write_text('{"format": "mlops_nb.profile", "version": 1, "rows": 1, "columns": [{"name": "x", "kind": "numeric"}]}')
@@ -165,6 +170,7 @@ def test_cli_errors_name_the_bad_input_and_the_fix(project):
     assert r.returncode == 3 and 'Unknown drift setting `alpah`' in r.stderr and 'Did you mean `alpha`?' in r.stderr
 
 
+@pytest.mark.integration
 def test_cli_reads_a_whylogs_profile_as_reference(project):
     pytest.importorskip('whylogs')
     from mlops_nb.monitoring.whylogs import write_whylogs
@@ -201,6 +207,7 @@ def test_drift_magic_shows_the_widget_and_rescoring_changes_the_verdict(project)
         ip.run_line_magic('unload_ext', 'mlops_nb')
 
 
+@pytest.mark.integration
 def test_a_value_too_large_for_the_moments_is_invalid_and_an_old_poisoned_profile_is_refused(project):
     "issue 16: `1e308` in a served request once made the profile's moments Infinity, and `mlops-nb drift` crashed (exit 70)."
     cur = frame(2000, seed=12); cur.loc[:9, 'x'] = 1e308
@@ -238,6 +245,7 @@ def test_object_strings_are_profiled_like_arrow_strings():
     assert profile(mixed.to_frame(), like=profile(obj.to_frame()))['plan'].mismatch == 7
 
 
+@pytest.mark.integration
 def test_the_report_page_carries_plotly_once_and_draws_every_chart_offline_in_chromium(tmp_path):
     "The page's charts render in a real browser with every network request refused; plotly.js is in it once, compressed."
     chromium = Path('/usr/bin/chromium')

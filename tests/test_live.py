@@ -13,6 +13,7 @@ from test_browser import lab, browser, _nb, _open, _run_all, _outputs, SHOTS  # 
 
 # -- a terminal IPython: the text fallback ------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_mlops_live_in_a_terminal_prints_the_run_and_imports_no_widget_library(project):
     "`%mlops track` in a plain IPython shows nothing more and imports no anywidget; `%mlops live` prints the summary, after `stop` too."
     code = """
@@ -41,6 +42,7 @@ ip.run_line_magic('mlops', 'live')
     assert "metric    loss = 0.00333333  (step 299, 300 points)" in second, second
 
 
+@pytest.mark.integration
 def test_live_view_needs_no_store(project):
     "With no sync process and a store nobody can reach, the view still shows the run from the journal alone (widget model and text)."
     (project/'pyproject.toml').write_text('[project]\nname = "offline"\n[tool.mlops_nb]\ntracking_uri = "http://127.0.0.1:9"\n')

@@ -20,6 +20,7 @@ def ip(project):
     tracking._State.tracker = None
 
 
+@pytest.mark.integration
 def test_track_log_status_stop(ip, capsys):
     ip.run_line_magic('mlops', 'track --experiment m --name first --tag team=ml --system-metrics 0')
     out = capsys.readouterr().out
@@ -38,6 +39,7 @@ def test_track_log_status_stop(ip, capsys):
     assert r.data.metrics['acc'] == 0.75
 
 
+@pytest.mark.integration
 def test_cell_magic_runs_a_nested_run_and_keeps_the_parent(ip):
     ip.run_line_magic('mlops', 'track --experiment m --system-metrics 0')
     parent = mn.active_run()
@@ -49,6 +51,7 @@ def test_cell_magic_runs_a_nested_run_and_keeps_the_parent(ip):
     assert [r.data.metrics for r in child] == [{'inner': 3.0}]
 
 
+@pytest.mark.integration
 def test_runs_table_lists_recent_runs_with_metrics(ip):
     for i in range(3):
         ip.run_line_magic('mlops', f'track --experiment tbl --name r{i} --system-metrics 0')
@@ -69,10 +72,12 @@ def test_runs_table_lists_recent_runs_with_metrics(ip):
     ('log x=1', "No active run"),
     ('track --experiment "unclosed', "No closing quotation"),
 ])
+@pytest.mark.integration
 def test_argument_errors_are_usage_errors(ip, line, needle):
     with pytest.raises(UsageError, match=needle): ip.run_line_magic('mlops', line)
 
 
+@pytest.mark.integration
 def test_only_track_is_a_cell_magic(ip):
     with pytest.raises(UsageError, match="only `track` works as a cell magic"): ip.run_cell_magic('mlops', 'status', 'x = 1')
 
@@ -106,6 +111,7 @@ def test_ui_starts_the_mlflow_ui_and_every_link_points_at_its_port(ip, capsys):
         ip.run_line_magic('mlops', 'stop')
 
 
+@pytest.mark.integration
 def test_diff_shows_what_differs_between_two_runs(ip, capsys):
     ids = []
     for lr, seed in ((0.1, 1), (0.2, 1)):
@@ -124,6 +130,7 @@ def test_diff_shows_what_differs_between_two_runs(ip, capsys):
     with pytest.raises(UsageError, match="No run 'nope'"): ip.run_line_magic('mlops', f'diff nope {ids[0].run_id}')
 
 
+@pytest.mark.integration
 def test_promote_moves_an_alias_through_its_gates_and_refuses_with_the_table(ip):
     from test_promotion import _versions, _alias
     c, _ = _versions(resolve_settings().project_dir, [0.90, 0.88])
@@ -134,6 +141,7 @@ def test_promote_moves_an_alias_through_its_gates_and_refuses_with_the_table(ip)
     with pytest.raises(UsageError, match="Missing option '--to'"): ip.run_line_magic('mlops', 'promote churn@2')
 
 
+@pytest.mark.integration
 def test_runs_shows_only_the_columns_that_differ_children_under_parents_and_all_with_a_flag(ip, capsys):
     for lr in (0.1, 0.2):
         ip.run_line_magic('mlops', f'track --experiment cols --name lr{lr} --system-metrics 0')
@@ -151,6 +159,7 @@ def test_runs_shows_only_the_columns_that_differ_children_under_parents_and_all_
     with pytest.raises(UsageError, match="No experiment 'nope'"): ip.run_line_magic('mlops', 'runs --experiment nope')
 
 
+@pytest.mark.integration
 def test_runs_and_diff_render_as_a_widget_and_a_table_where_widgets_show(ip, monkeypatch):
     from IPython.utils.capture import capture_output
     from mlops_nb.magics import MlopsMagics

@@ -109,9 +109,10 @@ def test_drift_and_data_gates_read_the_monitoring_and_training_runs(project):
     c, vs = _versions(project, [0.90, 0.92])
     (_, _), (v2, run2) = vs
     exp = c.create_experiment('monitor')
+    ms = iter(range(int(time.time() * 1000), 2**62))  # each monitoring run starts 1 ms after the one before: "the newest" is defined
     def monitored(verdict):
-        r = c.create_run(exp); c.log_param(r.info.run_id, 'reference', run2); c.set_tag(r.info.run_id, 'mlops_nb.drift.verdict', verdict)
-        c.set_terminated(r.info.run_id); time.sleep(0.01)
+        r = c.create_run(exp, start_time=next(ms)); c.log_param(r.info.run_id, 'reference', run2); c.set_tag(r.info.run_id, 'mlops_nb.drift.verdict', verdict)
+        c.set_terminated(r.info.run_id)
     r = mlops_nb_cli('promote', 'churn@2', '--to', 'champion', '--gate', 'drift', cwd=project)
     assert r.returncode == 15 and f'none found for run {run2}' in r.stderr
     monitored('drift')

@@ -15,6 +15,8 @@ from conftest import mlops_nb_cli
 from test_alerts import Receiver
 from test_pipeline import _write_nb
 
+pytestmark = pytest.mark.integration  # every test here starts a run's sync process or a pipeline
+
 
 @pytest.fixture
 def fresh_tracker():

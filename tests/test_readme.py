@@ -2,6 +2,8 @@
 import re, subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO/'README.md').read_text()
 
@@ -12,6 +14,7 @@ def readme_command(name):
     return subprocess.run(['bash', '-c', script], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
 
+@pytest.mark.integration
 def test_first_screen_has_exactly_two_commands():
     first_screen = '\n'.join(README.splitlines()[:25])
     blocks = re.findall(r'```sh\n(.*?)```', first_screen, flags=re.S)
@@ -19,6 +22,7 @@ def test_first_screen_has_exactly_two_commands():
     assert [b.strip() for b in blocks] == [readme_command('main-job'), readme_command('tests')]
 
 
+@pytest.mark.integration
 def test_main_job_installs_and_runs_quickstart_and_tests_install_and_run_pytest():
     main, tests = readme_command('main-job'), readme_command('tests')
     assert 'pip install -e ".[train]"' in main and main.endswith('mlops-nb quickstart')

@@ -41,6 +41,7 @@ def test_copy_is_at_mlflows_head_revision_with_mlflows_schema(project, tmp_path)
     assert rows(ours, default) == rows(theirs, default)
 
 
+@pytest.mark.integration
 def test_mlflow_opens_the_copy_without_migrating_and_can_use_it(project):
     s = resolve_settings()
     ensure_store(s)
@@ -71,6 +72,7 @@ def test_second_call_keeps_the_existing_store(project):
     assert open_client(s).get_experiment(eid).name == 'keep-me'
 
 
+@pytest.mark.integration
 def test_making_a_store_does_not_import_mlflow_once_the_template_exists(project, cache_dir):
     ensure_store(resolve_settings(project_dir=project))  # template now in the session cache
     other = project.parent/'other'; other.mkdir()

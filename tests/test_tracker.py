@@ -52,6 +52,7 @@ def journal(settings, name=None):
     return Journal(journal_folder(settings), name, store=store_key(settings.tracking_uri))
 
 
+@pytest.mark.integration
 def test_caller_does_not_wait_for_a_dead_server(project):
     s = resolve_settings(tracking_uri=dead_url())
     t = Tracker(s)
@@ -70,6 +71,7 @@ def test_caller_does_not_wait_for_a_dead_server(project):
     assert len([r for r in lines if type(r) is tuple]) == 5000  # every call is journaled, and kept for later
 
 
+@pytest.mark.integration
 def test_journal_of_a_process_that_exited_before_the_store_had_it_is_applied_by_sync(project):
     code = textwrap.dedent("""
         import mlops_nb as mn
@@ -101,6 +103,7 @@ def test_replay_is_idempotent_when_the_state_was_lost(project, settings):
     assert metric_rows(project/'.mlops'/'mlflow.db', run_id) == 50
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize('damage', ['truncated', 'hole of zeros', 'garbage bytes', 'malformed field', 'refused record', 'then a healthy journal'])
 def test_every_intact_record_lands_whatever_the_damage(project, settings, damage):
     "Each class of damage: the intact records all land, sync reports the damage, the journal is kept for inspection."
@@ -175,6 +178,7 @@ def test_a_run_the_store_refuses_does_not_block_later_runs(project, settings):
     t.close()
 
 
+@pytest.mark.integration
 def test_arguments_the_store_would_refuse_are_refused_at_the_call(project, settings):
     with pytest.raises(TrackingError, match="500 characters"): mn.track('x' * 600, settings=settings, system_metrics=None)
     with pytest.raises(TrackingError, match="32 hexadecimal"): mn.track(resume='not-a-run-id', settings=settings, system_metrics=None)
@@ -186,6 +190,7 @@ def test_arguments_the_store_would_refuse_are_refused_at_the_call(project, setti
     mn.stop()
 
 
+@pytest.mark.integration
 def test_param_changing_value_fails_at_the_call(project, settings):
     mn.track('e', settings=settings, system_metrics=None)
     mn.log_param('lr', 0.1)
@@ -198,6 +203,7 @@ def test_logging_without_a_run_says_how_to_start_one(project):
     with pytest.raises(TrackingError, match="%mlops track"): mn.log_metric('x', 1)
 
 
+@pytest.mark.integration
 def test_bad_metric_names_and_statuses(project, settings):
     mn.track('e', settings=settings, system_metrics=None)
     with pytest.raises(TrackingError, match="Bad metric name"): mn.log_metric('a\tb', 1)
@@ -205,6 +211,7 @@ def test_bad_metric_names_and_statuses(project, settings):
     mn.stop()
 
 
+@pytest.mark.integration
 def test_a_read_right_after_stop_sees_everything(project, settings):
     run = mn.track('e', name='ryw', settings=settings, system_metrics=None)
     for i in range(100): mn.log_metric('m', i, step=i)
@@ -214,6 +221,7 @@ def test_a_read_right_after_stop_sees_everything(project, settings):
     assert 'system/run_wall_seconds' in got.metrics and 'system/run_cpu_seconds' in got.metrics
 
 
+@pytest.mark.integration
 def test_double_track_stops_the_first_run_and_resume_continues_it(project, settings):
     first = mn.track('e', name='one', settings=settings, system_metrics=None)
     mn.log_metric('m', 1)
@@ -228,6 +236,7 @@ def test_double_track_stops_the_first_run_and_resume_continues_it(project, setti
     assert c.get_run(first.run_id).info.status == 'FINISHED' and resumed.run_id == first.run_id
 
 
+@pytest.mark.integration
 def test_seed_belongs_to_its_run(project, settings):
     a = mn.track('e', name='seeded', settings=settings, system_metrics=None); mn.seed(7); mn.stop()
     b = mn.track('e', name='unseeded', system_metrics=None); mn.stop()
@@ -239,6 +248,7 @@ def test_seed_belongs_to_its_run(project, settings):
     assert tags == {'seeded': '7', 'unseeded': None, 'next': '3', 'after': None}
 
 
+@pytest.mark.integration
 def test_artifact_is_copied_at_log_time(project, settings):
     mn.track('e', settings=settings, system_metrics=None)
     f = project/'report.txt'; f.write_text('v1')
@@ -249,6 +259,7 @@ def test_artifact_is_copied_at_log_time(project, settings):
     assert Path(path).read_text() == 'v1'
 
 
+@pytest.mark.integration
 def test_system_metrics_are_sampled_into_the_run(project, settings):
     run = mn.track('e', settings=settings, system_metrics=0.2)
     wait_until(lambda: run.tracker.journal.flush() and b'system/cpu_utilization_percentage' in run.tracker.journal.path.read_bytes(), 30,
@@ -258,6 +269,7 @@ def test_system_metrics_are_sampled_into_the_run(project, settings):
     assert {'system/cpu_utilization_percentage', 'system/system_memory_usage_percentage', 'system/process_memory_rss_megabytes'} <= set(metrics)
 
 
+@pytest.mark.integration
 def test_load_ext_track_and_stop_never_import_mlflow(project):
     "Nothing of ours imports MLflow for tracking, on any thread: the user's own `import mlflow` can never race it."
     code = textwrap.dedent("""
@@ -279,6 +291,7 @@ def test_load_ext_track_and_stop_never_import_mlflow(project):
     assert float(dt) < 1.0  # the 150 ms target is measured in benchmarks/, not asserted here
 
 
+@pytest.mark.integration
 def test_cell_history_in_a_real_ipython_shell(project, settings):
     from IPython.core.interactiveshell import InteractiveShell
     ip = InteractiveShell.instance()
@@ -297,6 +310,7 @@ def test_cell_history_in_a_real_ipython_shell(project, settings):
     assert {'notebook/cells.json', 'notebook/executed.ipynb'} <= arts
 
 
+@pytest.mark.integration
 def test_a_run_stopped_by_a_quota_says_so_at_the_next_cell_and_in_status(project, settings, capsys):
     from IPython.core.interactiveshell import InteractiveShell
     ip = InteractiveShell.instance()
