@@ -7,7 +7,7 @@ Docs: https://mlops-nb.github.io/mlops_nb/40_monitoring/drift.html.md"""
 # %% auto #0
 __all__ = ['drift', 'DriftReport']
 
-# %% ../../nbs/40_monitoring/44_drift.ipynb #0befca02
+# %% ../../nbs/40_monitoring/44_drift.ipynb #c92e5fd9
 import json, math, re
 from dataclasses import dataclass, asdict
 from pathlib import Path

@@ -319,7 +319,7 @@ def _correct(pvals, cfg):
         run = max(run, min(1.0, (m - rank)*pvals[i])); out[i] = run
     return out
 
-# %% ../../nbs/40_monitoring/42_drift_stats.ipynb #19593d00
+# %% ../../nbs/40_monitoring/42_drift_stats.ipynb #ad5f9b3b
 def compare_columns(ref,  # The reference `Profile`
                     cur,  # The current `Profile`
                     names:list,  # Columns to compare, in report order

@@ -7,13 +7,13 @@ Docs: https://mlops-nb.github.io/mlops_nb/40_monitoring/drift_widget.html.md"""
 # %% auto #0
 __all__ = ['DriftWidget']
 
-# %% ../../nbs/40_monitoring/46_drift_widget.ipynb #873cedd5
+# %% ../../nbs/40_monitoring/46_drift_widget.ipynb #492cbd32
 import html, math
 
 from ..core.errors import missing_dependency
 from .drift import DriftReport, drift
 from .drift_report import (COLOURS, TEST_CHOICES, bar_data, column_order, distribution_figure, estimated_metrics,
-                                              headline, history_frame, overview_figure, performance_figure, performance_history)
+                                              headline, history_frame, overview_figure, performance_figure, performance_history, report_html)
 
 # %% ../../nbs/40_monitoring/46_drift_widget.ipynb #d55500a5
 class DriftWidget:
