@@ -5,6 +5,7 @@
     python benchmarks/bench_drift_calibration.py --smoke           # 2 repetitions at 1k and 10k, none at 1M: CI runs this so it cannot rot
     python benchmarks/bench_drift_calibration.py --full            # adds 10M rows a side (profiles merged from 1M chunks): ~30 s a repetition (5 by default)
     python benchmarks/bench_drift_calibration.py --reps 1000:200,10000:100 --power-reps 50 --reps-1m 20 --reps-10m 5
+    python benchmarks/bench_drift_calibration.py --large --reps-1m 4 --reps-10m 2   # no-shift false alarms at 1M and 10M only, scipy at 1M
 
 Data       the 25-column schema of bench_drift.py (20 numeric: normal, lognormal, exponential, uniform, Poisson(4)
            integers; 5 `str` columns of 5-50 categories), both sides drawn fresh for every repetition from a fixed seed
@@ -109,7 +110,7 @@ def replace_column(prof, col):
 
 
 # -- calibration ------------------------------------------------------------------------------------------------------
-def calibration(sizes, reps, seed, cfg, big_shifts, full_reps):
+def calibration(sizes, reps, seed, cfg, big_shifts, full_reps, scipy_rows=100_000):
     from mlops_nb.monitoring.drift import drift
     from mlops_nb.monitoring.profiles import profile
     tallies, big, sp = {}, defaultdict(list), {}  # big: shift -> [(significant, alerted, p, effect_upper of the mean test)]
@@ -120,7 +121,7 @@ def calibration(sizes, reps, seed, cfg, big_shifts, full_reps):
             ref = make_frame(n, rng_for(seed, SECTION['calibration'], n, r, 0))
             cur = make_frame(n, rng_for(seed, SECTION['calibration'], n, r, 1))
             t = time.perf_counter(); rep = drift(ref, cur, config=cfg, log=False); raw_t.add(rep, time.perf_counter() - t)
-            if n <= 100_000: sp_t.add(scipy_pvalues(ref, cur))
+            if n <= scipy_rows: sp_t.add(scipy_pvalues(ref, cur))
             pr, pc = rep.reference, rep.current
             t = time.perf_counter(); prep = drift(pr, pc, config=cfg, log=False); prof_t.add(prep, time.perf_counter() - t)
             if n == 1_000_000:
@@ -250,11 +251,11 @@ def report(a, tallies, big, pw, cfg, sp, many):
                          if t.col_sig/t.cols <= 0.05 and t.gate_sig/t.reps <= 0.05 else 'MISSED'))
     print(f"  gate drift = verdict 'drift' (a column drifts: significant after {cfg.correction} AND material); gate signif. = verdict "
           "not 'stable' (a column drift or minor). s/call = median seconds of one drift() call (raw: profiles built inside)")
-    st, peer, R = many
-    print(f"\nno shift, the 25 columns + a 26th of 500 Zipf categories (most rare; new ones appear by sampling alone), {a.power_rows:,} rows a side, that column: "
+    st, peer, R = many or (Counter(), 0, 0)
+    if many: print(f"\nno shift, the 25 columns + a 26th of 500 Zipf categories (most rare; new ones appear by sampling alone), {a.power_rows:,} rows a side, that column: "
           + ', '.join(f"{k} {v}" for k, v in st.most_common()) + f" of {R}; scipy chi2_contingency p <= 0.05: {peer} of {R}")
-    verdicts.append((f"500-category column, no shift: minor or drift in {st['minor'] + st['drift']} of {R}",
-                     'met' if (st['minor'] + st['drift'])/R <= 0.05 else 'MISSED'))
+    if many: verdicts.append((f"500-category column, no shift: minor or drift in {st['minor'] + st['drift']} of {R}",
+                              'met' if (st['minor'] + st['drift'])/R <= 0.05 else 'MISSED'))
     print(f"\nwhat fired with no shift (column status, the test that drove it: times)")
     for (n, path), t in tallies.items():
         if t.fired:
@@ -271,9 +272,9 @@ def report(a, tallies, big, pw, cfg, sp, many):
             tot = sum(c[1] for c in cells if c)
             print(f"{n:>12,} {path:<9}{test:<9}" + ''.join(f"{(c[0]/c[1]):>9.1%}" if c else f"{'':>9}" for c in cells) + f"{tot:>8}")
 
-    print(f"\npower at {a.power_rows:,} rows a side: share of repetitions where the shifted column is alerted ('drift') "
+    if pw: print(f"\npower at {a.power_rows:,} rows a side: share of repetitions where the shifted column is alerted ('drift') "
           f"/ significant ('drift' or 'minor')")
-    print(f"{'scenario':<40}{'reps':>5}{'target':>8}{'alerted':>9}{'signif.':>9}{'prof. alert':>12}{'prof. signif':>13}"
+    if pw: print(f"{'scenario':<40}{'reps':>5}{'target':>8}{'alerted':>9}{'signif.':>9}{'prof. alert':>12}{'prof. signif':>13}"
           f"{'others alerted':>15}{'gate':>7}{'scipy':>7}{'scipy others':>13}   what drove it (raw)")
     for label, targets, goal, R, res in pw:
         rw, pf, sq = res['raw'], res['profiles'], res['scipy']; m = R*len(targets)
@@ -287,7 +288,7 @@ def report(a, tallies, big, pw, cfg, sp, many):
             print(f"{'  alerted by family (raw / profiles / scipy KS)':<40}" + ', '.join(
                 f"{names[f]} {rw['fam'][f]/rw['famn'][f]:.2f} / {pf['fam'][f]/pf['famn'][f]:.2f} / {sq['fam'][f]/sq['famn'][f]:.2f}" for f in FAMILIES))
             verdicts.append((f"power {label}: gate (verdict drift) {rw['gate']/R:.2f}", 'info'))
-    print("  per-column rates; (v)-(vii): averaged over their columns; others alerted = unshifted columns with status 'drift'; "
+    if pw: print("  per-column rates; (v)-(vii): averaged over their columns; others alerted = unshifted columns with status 'drift'; "
           "gate = verdict 'drift'; scipy = ks_2samp / chi2_contingency at p <= 0.05, uncorrected, same data")
 
     if big:
@@ -323,7 +324,11 @@ def main():
     ap.add_argument('--reps-10m', type=int, default=None, help="repetitions at 10M rows (with --full)")
     ap.add_argument('--power-reps', type=int, default=None, help="repetitions of each power scenario")
     ap.add_argument('--power-rows', type=int, default=10_000)
+    ap.add_argument('--large', action='store_true', help="no-shift false alarms at 1M and 10M rows only (scipy beside at 1M); no power, no 500 categories")
     a = ap.parse_args()
+    if a.large:
+        a.reps = {1_000: 0, 10_000: 0, 100_000: 0} | (a.reps or {}); a.full = True
+        a.reps_1m = 4 if a.reps_1m is None else a.reps_1m; a.reps_10m = 2 if a.reps_10m is None else a.reps_10m
     q = a.quick or a.smoke
     if a.smoke:
         a.reps = {1_000: 2, 10_000: 2, 100_000: 0} | (a.reps or {})
@@ -339,10 +344,10 @@ def main():
     from mlops_nb.monitoring.drift import DriftConfig
     cfg = DriftConfig()
     t0 = time.perf_counter()
-    tallies, big, sp = calibration(sizes, reps, a.seed, cfg, (0.01, 0.03, 0.04, 0.05), full_reps)
-    many = many_categories(a.power_rows, 1 if a.smoke else 5 if q else 50, a.seed, cfg)
+    tallies, big, sp = calibration(sizes, reps, a.seed, cfg, (0.01, 0.03, 0.04, 0.05), full_reps, 1_000_000 if a.large else 100_000)
+    many = None if a.large else many_categories(a.power_rows, 1 if a.smoke else 5 if q else 50, a.seed, cfg)
     t1 = time.perf_counter()
-    pw = power(a.power_rows, a.power_reps, a.seed, cfg)
+    pw = [] if a.large else power(a.power_rows, a.power_reps, a.seed, cfg)
     t2 = time.perf_counter()
     report(a, tallies, big, pw, cfg, sp, many)
     import numpy, pandas, scipy

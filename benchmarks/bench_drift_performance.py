@@ -1,8 +1,9 @@
 """Performance estimation without labels: `mn.estimate_performance` (CBPE, DLE) against NannyML's, on synthetic covariate shift where the truth is known, in one run.
 
     python benchmarks/bench_drift_performance.py                  # 30 repetitions of each scenario: ~5 minutes with NannyML
-    python benchmarks/bench_drift_performance.py --smoke          # 3 repetitions: ~1 minute
+    python benchmarks/bench_drift_performance.py --smoke          # 1 repetition of 4,000 / 1,000 rows, without NannyML: seconds
     python benchmarks/bench_drift_performance.py --reps 50 --nannyml-python /tmp/nannyml-venv/bin/python
+    python benchmarks/bench_drift_performance.py --scenarios regression --reps 30 --nannyml-reps 5   # DLE; NannyML in 5 of them
 
 NannyML in a venv of its own, outside the checkout (it pins its own dependencies; 0.13.1 also needs statsmodels,
 which it does not declare):
@@ -53,10 +54,10 @@ def regressed(n, sd, seed):
     return pd.DataFrame(dict(x1=x1, x2=x2, pred=2*x1 + x2, y=2*x1 + x2 + g.normal(0, 0.3 + 0.7*np.abs(x1), n)))
 
 
-def data(scenario, r, seed):
-    if scenario == 'regression': return regressed(20_000, 1.0, seed*1000 + r), regressed(5000, 1.3, seed*1000 + 500 + r), 'y'
+def data(scenario, r, seed, n_ref=20_000, n_cur=5000):
+    if scenario == 'regression': return regressed(n_ref, 1.0, seed*1000 + r), regressed(n_cur, 1.3, seed*1000 + 500 + r), 'y'
     oc = scenario == 'overconfident'
-    return classified(20_000, 1.0, seed*1000 + r, oc), classified(5000, 0.5, seed*1000 + 500 + r, oc), 'label'
+    return classified(n_ref, 1.0, seed*1000 + r, oc), classified(n_cur, 0.5, seed*1000 + 500 + r, oc), 'label'
 
 
 def realized(scenario, cur):
@@ -110,7 +111,8 @@ class NannyML:
         self.proc, self.why, self.version = None, None, None
         if not python or not Path(python).exists():
             self.why = f"no NannyML venv at {python!r} (python3 -m venv /tmp/nannyml-venv && /tmp/nannyml-venv/bin/pip install nannyml statsmodels)"; return
-        self.proc = subprocess.Popen([python, '-c', NANNYML_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = {**os.environ, 'OMP_NUM_THREADS': '1'}  # LightGBM single-threaded, as our error models are: on busy shared cores, spinning OpenMP threads cost 10-100x
+        self.proc = subprocess.Popen([python, '-c', NANNYML_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         first = self.proc.stdout.readline()
         if not first:
             err = self.proc.stderr.read().strip().splitlines()
@@ -130,24 +132,28 @@ class NannyML:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--reps', type=int, default=30)
-    ap.add_argument('--smoke', action='store_true', help="3 repetitions")
+    ap.add_argument('--smoke', action='store_true', help="1 repetition of 4,000 / 1,000 rows, without NannyML (the script cannot rot)")
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--nannyml-python', default='/tmp/nannyml-venv/bin/python')
+    ap.add_argument('--nannyml-reps', type=int, default=None, help="NannyML in the first this many repetitions only (default: all)")
+    ap.add_argument('--scenarios', default=','.join(SCENARIOS), help=f"comma-separated, of {', '.join(SCENARIOS)}")
     a = ap.parse_args()
-    reps = 3 if a.smoke else a.reps
-    nml = NannyML(a.nannyml_python)
+    scenarios = [s for s in SCENARIOS if s in a.scenarios.split(',')]
+    reps = 1 if a.smoke else a.reps
+    rows = (4000, 1000) if a.smoke else (20_000, 5000)
+    nml = NannyML(None if a.smoke else a.nannyml_python)
     note(f"NannyML {nml.version}" if nml.proc else f"NannyML not run: {nml.why}")
     res = {(s, tool): [] for s in SCENARIOS for tool in ('ours', 'nannyml')}  # [(estimates, seconds, realized)]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        for s in SCENARIOS:
+        for s in scenarios:
             note(f"{s}: {reps} repetitions")
             for r in range(reps):
-                ref, cur, label = data(s, r, a.seed)
+                ref, cur, label = data(s, r, a.seed, *rows)
                 truth = realized(s, cur); cur = cur.drop(columns=label)
                 if r == 0: ours(s, ref.head(2000), cur.head(500))  # warm: imports, first fits (not timed)
                 res[(s, 'ours')].append((*ours(s, ref, cur), truth))
-                if nml.proc:
+                if nml.proc and (a.nannyml_reps is None or r < a.nannyml_reps):
                     rp, cp = Path(d, 'ref.parquet'), Path(d, 'cur.parquet'); ref.to_parquet(rp); cur.to_parquet(cp)
                     if r == 0: nml(s, rp, cp)  # warm
                     res[(s, 'nannyml')].append((*nml(s, rp, cp), truth))

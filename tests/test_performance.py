@@ -27,26 +27,29 @@ def regressed(n, sd, seed):
     return pd.DataFrame(dict(x1=x1, x2=x2, pred=2*x1 + x2, y=2*x1 + x2 + g.normal(0, 0.3 + 0.7*np.abs(x1), n)))
 
 
+# The behaviour on a few fixed draws (seconds); the coverage over many repetitions is the benchmark's figure:
+# `python benchmarks/bench_drift_performance.py` (benchmarks/README.md).
 @pytest.mark.parametrize('overconfident', [False, True])
 def test_cbpe_accuracy_under_covariate_shift_is_within_two_points_and_covered_by_its_band(overconfident):
-    errors, covered, realized = [], [], []
+    errors, realized, covered = [], [], []
     ref = classified(10_000, 1.0, 0, overconfident)
-    for r in range(40):
+    for r in range(10):
         rep = estimate_performance(ref, classified(5000, 0.5, 100 + r, overconfident), prediction='pred', proba='score', seed=r, log=False)
-        a = rep['accuracy']; errors.append(abs(a.value - a.realized)); covered.append(a.lower <= a.realized <= a.upper); realized.append(a.realized)
+        a = rep['accuracy']; errors.append(abs(a.value - a.realized)); realized.append(a.realized); covered.append(a.lower <= a.realized <= a.upper)
         assert a.reference > 0.88 and a.alert and ('recalibrated' in ' '.join(rep.notes)) == overconfident
+        assert 0.01 < a.upper - a.lower < 0.05, a  # a band of the sampling noise's width (sd ~0.006 at 5,000 rows)
     assert 0.78 < np.median(realized) < 0.83                       # the shift really costs ~9 points
-    assert np.median(errors) <= 0.02 and np.mean(covered) >= 0.9, (np.median(errors), covered)
+    assert np.median(errors) <= 0.02 and sum(covered) >= 8, (errors, covered)  # a 95 % band: 8 of 10 at least (P = 0.99)
 
 
 def test_dle_mae_under_covariate_shift_is_close_and_covered():
-    errors, covered = [], []
     ref = regressed(20_000, 1.0, 1)  # the shift stays within the reference's range: trees do not extrapolate (DLE's assumption)
-    for r in range(6):
-        rep = estimate_performance(ref, regressed(5000, 1.3, 200 + r), prediction='pred', label='y', seed=r, log=False)
-        m = rep['mae']; errors.append(abs(m.value - m.realized)/m.realized); covered.append(m.lower <= m.realized <= m.upper)
-        assert m.realized > m.ref_upper and m.alert
-    assert np.median(errors) <= 0.02 and np.mean(covered) >= 0.85, (errors, covered)
+    cur = regressed(5000, 1.3, 200)
+    m = estimate_performance(ref, cur, prediction='pred', label='y', log=False)['mae']
+    assert abs(m.value - m.realized)/m.realized <= 0.02 and m.lower <= m.realized <= m.upper, m
+    assert m.realized > m.ref_upper and m.alert  # MAE grew ~25 %: outside the reference's band
+    sampling = np.sqrt(((0.3 + 0.7*np.abs(cur.x1))**2*(1 - 2/np.pi)).sum())/len(cur)  # the realized MAE's own sd: |N(0, s)| has variance s^2 (1 - 2/pi)
+    assert 1.1 < (m.upper - m.lower)/(2*1.96*sampling) < 3, (m, sampling)  # wider: the error model's own uncertainty counts too
 
 
 def test_estimates_are_logged_as_metrics_of_the_active_run(project):
