@@ -222,11 +222,11 @@ def main():
     ap.add_argument('--mlflow-calls', type=int, default=200)
     ap.add_argument('--seconds', type=float, default=10)
     ap.add_argument('--processes', type=int, default=20, help="fresh processes per first-hour figure")
-    ap.add_argument('--smoke', action='store_true', help="small and quick: 2,000 calls, 0.5 s sustained, 1 process of each kind")
+    ap.add_argument('--smoke', action='store_true', help="small and quick: 2,000 calls, 0.1 s sustained, 1 process of each kind")
     ap.add_argument('--first-track', type=int, default=0, metavar='K',
                     help="only the first-track() figure: K processes each of ours (local, dead server) and MLflow's start_run")
     a = ap.parse_args()
-    if a.smoke: a.calls, a.mlflow_calls, a.seconds, a.processes = 2000, 20, 0.5, 1
+    if a.smoke: a.calls, a.mlflow_calls, a.seconds, a.processes = 2000, 20, 0.1, 1
     if a.first_track:
         with tempfile.TemporaryDirectory(prefix='bench-tracking-', ignore_cleanup_errors=True) as root:  # sync processes may still write
             from mlops_nb.store.client import build_template, template_path
