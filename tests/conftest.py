@@ -13,8 +13,7 @@ BIN = Path(sys.executable).parent
 # the `integration` marker: it fails at its teardown, naming the marker to add.
 _started = []
 # Tests that start a process in files another engineer owns right now: their owner adds the marker, then the entry goes.
-NOT_YET_MARKED = {'tests/test_performance.py::test_estimates_are_logged_as_metrics_of_the_active_run',  # engineer `monitor`
-                  'tests/test_performance.py::test_the_widget_reads_estimates_and_realized_values_of_monitored_runs_back_in_order'}
+NOT_YET_MARKED = set()  # test ids exempt from the marker check while their owner marks them
 _execute_child = subprocess.Popen._execute_child
 
 

@@ -52,6 +52,7 @@ def test_dle_mae_under_covariate_shift_is_close_and_covered():
     assert 1.1 < (m.upper - m.lower)/(2*1.96*sampling) < 3, (m, sampling)  # wider: the error model's own uncertainty counts too
 
 
+@pytest.mark.integration  # the run's sync process
 def test_estimates_are_logged_as_metrics_of_the_active_run(project):
     try:
         with mn.track('monitor', system_metrics=None) as run:
@@ -77,6 +78,7 @@ def test_bad_input_names_the_column_and_the_fix(tmp_path):
     assert 'mn.drift' in str(e.value)
 
 
+@pytest.mark.integration  # the run's sync process
 def test_the_widget_reads_estimates_and_realized_values_of_monitored_runs_back_in_order(project):
     "Three monitor runs in a real store: the history has one row per run, oldest first, with the estimate, its band, the reference's band and the realized value where labels came."
     from mlops_nb.monitoring.drift_widget import DriftWidget, performance_figure, performance_history
