@@ -91,7 +91,7 @@ class Runner:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(('MLOPS_NB_', 'MLFLOW_')) and k != 'PYTHONDONTWRITEBYTECODE'}
         self.env['MLOPS_NB_CACHE_DIR'] = str(cache)
         self.env['PYTHONUNBUFFERED'] = '1'
-        self.env['PYTHONPYCACHEPREFIX'] = str(pycache)
+        if pycache: self.env['PYTHONPYCACHEPREFIX'] = str(pycache)  # None (--smoke): the bytecode pip installed
         self.reaper, self.orphans = _subreaper(), 0
 
     def __call__(self, args, cwd, check=True):
@@ -464,7 +464,7 @@ def main():
         note("building the store template (not timed)")
         from mlops_nb.store.client import build_template, template_path
         t = time.perf_counter(); build_template(template_path(cache)); tmpl = time.perf_counter() - t
-        run = Runner(cache, Path(root)/'pycache')
+        run = Runner(cache, None if a.smoke else Path(root)/'pycache')
         r = sw = imports = phases = None
         if not a.skip_run:
             r = bench_run(root, cache, run, a.repeat)

@@ -159,10 +159,14 @@ QUOTA_TOML = '[tool.mlops_nb.quota]\nwindow = "7d"\ncpu_hours = 100\n'
 DEAD_SERVER = '[tool.mlops_nb]\ntracking_uri = "http://127.0.0.1:9"\n'
 
 
+SMOKE = False  # --smoke: the children use the bytecode pip installed, instead of compiling MLflow's afresh into a temp folder
+
+
 def child_env(root):
     "The subprocesses' environment: no MLOPS_NB_/MLFLOW_ settings; bytecode cached in a temp folder, as an install has its .pyc."
-    env = {k_: v for k_, v in os.environ.items() if not k_.startswith(('MLOPS_NB_', 'MLFLOW_')) and k_ != 'PYTHONDONTWRITEBYTECODE'}
-    return env | {'PYTHONPYCACHEPREFIX': str(Path(root)/'pycache')}
+    env = {k_: v for k_, v in os.environ.items() if not k_.startswith(('MLOPS_NB_', 'MLFLOW_'))}
+    if SMOKE: return env  # compiling MLflow's and scikit-learn's bytecode once was most of the smoke run's time
+    return {k_: v for k_, v in env.items() if k_ != 'PYTHONDONTWRITEBYTECODE'} | {'PYTHONPYCACHEPREFIX': str(Path(root)/'pycache')}
 
 
 def first_track(root, k, template):
@@ -227,6 +231,7 @@ def main():
                     help="only the first-track() figure: K processes each of ours (local, dead server) and MLflow's start_run")
     a = ap.parse_args()
     if a.smoke: a.calls, a.mlflow_calls, a.seconds, a.processes = 2000, 20, 0.1, 1
+    global SMOKE; SMOKE = a.smoke
     if a.first_track:
         with tempfile.TemporaryDirectory(prefix='bench-tracking-', ignore_cleanup_errors=True) as root:  # sync processes may still write
             from mlops_nb.store.client import build_template, template_path
@@ -236,7 +241,7 @@ def main():
     import logging, warnings
     logging.getLogger('mlflow').setLevel(logging.WARNING); warnings.filterwarnings('ignore', category=DeprecationWarning)
     with tempfile.TemporaryDirectory(prefix='bench-tracking-', ignore_cleanup_errors=True) as root:  # sync processes may still write
-        cache = Path(root)/'cache'
+        cache = Path(os.environ['MLOPS_NB_CACHE_DIR']) if a.smoke and os.environ.get('MLOPS_NB_CACHE_DIR') else Path(root)/'cache'  # smoke: the suite's template
         from mlops_nb.store.client import build_template, template_path
         build_template(template_path(cache))
         pc, su = per_call_and_drain(root, cache, a.calls, a.seconds, a.mlflow_calls)

@@ -17,8 +17,14 @@ NOT_YET_MARKED = set()  # test ids exempt from the marker check while their owne
 _execute_child = subprocess.Popen._execute_child
 
 
+# Probes a library runs once per process to size its thread pools (joblib/loky asks `lscpu` for physical cores): the
+# test starts nothing of its own, and whether the probe runs depends only on which test came first in the worker.
+LIBRARY_PROBES = ('lscpu',)
+
+
 def _counted_execute_child(self, args, *a, **kw):
-    _started.append(args if isinstance(args, (str, bytes)) else ' '.join(map(str, args[:3])))
+    cmd = args if isinstance(args, (str, bytes)) else ' '.join(map(str, args[:3]))
+    if os.path.basename(str(cmd).split(' ', 1)[0]) not in LIBRARY_PROBES: _started.append(cmd)
     return _execute_child(self, args, *a, **kw)
 
 
@@ -29,31 +35,35 @@ subprocess.Popen._execute_child = _counted_execute_child
 # so the tests known to be long are collected first, longest first, and no worker is left alone with a 4-minute test at
 # the end. The modules whose tests share one expensive module fixture (a Dask cluster, JupyterLab with Chromium, a
 # registry of trained models, a running service) go to one worker as one unit, so that fixture starts once in the run.
-# Figures: seconds per test on a loaded 2-core machine (`pytest -n 3 --durations=80`, /work/notes/suite.md); a key is
-# a node id or its prefix (the longest match counts); a test not listed counts as short.
+# Figures: seconds per test on a loaded 2-core machine (`pytest -n 3 --durations=40`); a key is a node id or its prefix
+# (the longest match counts); a test not listed counts as short.
 SLOW = {
-    # measured (the previous CI measurement of issue 15, and `-m "not integration"` here on 2026-12-01)
-    'tests/test_performance.py::test_dle_mae': 269,
-    'tests/test_first_hour.py::test_twenty_fresh_processes': 241,
-    'tests/test_ci_guards.py::test_docs_build_offline_from_the_notebooks': 166,
-    'tests/test_executors.py': 10,  # the module: 145 s in all, one unit (its Dask cluster starts once)
-    'tests/test_benchmarks.py::test_benchmark_smoke_run[bench_tracking.py]': 128,
+    # measured: `pytest -n 3 --durations=40` on the merged tree, machine load 7-11 (2026-12-02); setup + call
+    'tests/test_serving.py': 30, 'tests/test_serving.py::test_the_service_answers': 228,  # one unit: ~15 tests, ~550 s in all
+    'tests/test_serving_hostile.py': 20, 'tests/test_serving_hostile.py::test_hostile_bodies': 113,
+    'tests/test_browser.py': 40, 'tests/test_browser.py::test_drift_widget': 111, 'tests/test_browser.py::test_magics_track': 103,
+    'tests/test_executors.py': 25,  # one unit (its Dask cluster starts once)
+    'tests/test_benchmarks.py::test_benchmark_smoke_run[': 30,
+    'tests/test_benchmarks.py::test_benchmark_smoke_run[bench_serving.py]': 186,
+    'tests/test_benchmarks.py::test_benchmark_smoke_run[bench_tracking.py]': 60,  # 109 before its children used the installed bytecode
+    'tests/test_benchmarks.py::test_benchmark_smoke_run[bench_pipeline.py]': 60, 'tests/test_benchmarks.py::test_benchmark_smoke_run[bench_drift.py]': 76,
+    'tests/test_benchmarks.py::test_benchmark_smoke_run[bench_scale.py]': 71, 'tests/test_benchmarks.py::test_benchmark_smoke_run[bench_load_ext.py]': 49,
+    'tests/test_first_hour.py': 20, 'tests/test_first_hour.py::test_twenty_fresh_processes': 173,
+    'tests/test_ci_guards.py::test_docs_build_offline_from_the_notebooks': 150, 'tests/test_ci_guards.py::test_this_repository_is_in_sync': 30,
+    'tests/test_pandas2.py': 60,
+    'tests/test_notebooks.py::test_notebook[': 10,
+    'tests/test_notebooks.py::test_notebook[70_deploy/75_service.ipynb]': 76, 'tests/test_notebooks.py::test_notebook[20_tracking/25_autolog.ipynb]': 74,
+    'tests/test_notebooks.py::test_notebook[70_deploy/76_serving.ipynb]': 73, 'tests/test_notebooks.py::test_notebook[50_models/52_registry.ipynb]': 55,
+    'tests/test_notebooks.py::test_notebook[30_resources/31_quota_widget.ipynb]': 53, 'tests/test_notebooks.py::test_notebook[70_deploy/77_shadow.ipynb]': 40,
+    'tests/test_notebooks.py::test_notebook[60_pipelines/62b_workers.ipynb]': 40, 'tests/test_notebooks.py::test_notebook[20_tracking/27_live.ipynb]': 36,
+    'tests/test_notebooks.py::test_notebook[60_pipelines/60a_outcome.ipynb]': 35,
+    'tests/test_templates.py::test_train_reproduces': 69, 'tests/test_cli.py::test_quickstart_runs': 53, 'tests/test_cli.py::test_quickstart_json': 24,
+    'tests/test_promotion.py': 30, 'tests/test_reproduce.py::test_seeded_notebook': 41, 'tests/test_tutorial.py': 60,
+    'tests/test_performance.py::test_cbpe_accuracy': 20, 'tests/test_tracking_resilience.py': 20,
     'tests/test_quota.py::test_a_spent_shared_budget': 37, 'tests/test_quota.py::test_usage_cli': 31,
     'tests/test_quota.py::test_estimates_land': 30, 'tests/test_quota.py::test_a_pipeline_past': 23,
-    'tests/test_performance.py::test_cbpe_accuracy': 30,
     'tests/test_capture.py::test_data_and_seed': 27, 'tests/test_capture.py::test_a_failing_capture': 26,
     'tests/test_store.py::test_mlflow_opens_the_copy': 27, 'tests/test_drift.py::test_cli_reads_a_whylogs': 24,
-    'tests/test_cli.py::test_quickstart_json': 24,
-    # estimates, not yet measured one by one (the 62-minute loaded run's list was lost): remeasure and replace
-    'tests/test_notebooks.py::test_notebook[': 10,
-    'tests/test_notebooks.py::test_notebook[60_pipelines/62_executors.ipynb]': 40,
-    'tests/test_notebooks.py::test_notebook[70_deploy/72_serving.ipynb]': 40,
-    'tests/test_notebooks.py::test_notebook[40_monitoring/43_performance.ipynb]': 40,
-    'tests/test_serving.py': 8, 'tests/test_serving_hostile.py': 4, 'tests/test_browser.py': 20,
-    'tests/test_benchmarks.py::test_benchmark_smoke_run[': 30,
-    'tests/test_tutorial.py': 60, 'tests/test_ci_guards.py::test_docs_build_fails': 40,
-    'tests/test_ci_guards.py::test_docs_build_executes_only': 40, 'tests/test_ci_guards.py::test_this_repository_is_in_sync': 30,
-    'tests/test_tracking_resilience.py': 20, 'tests/test_first_hour.py': 20,
 }
 SHARED = {'tests/test_executors.py', 'tests/test_browser.py', 'tests/test_serving.py', 'tests/test_serving_hostile.py'}
 
@@ -110,9 +120,12 @@ def pytest_runtest_teardown(item, nextitem):
 
 
 @pytest.fixture(scope='session')
-def cache_dir(tmp_path_factory):
-    "A per-session cache, so the migrated store template is built once per test session, not per test."
-    return tmp_path_factory.mktemp('mlops-nb-cache')
+def cache_dir(tmp_path_factory, request):
+    "A per-session cache, so the migrated store template is built once per test session, not per test (nor per xdist worker)."
+    if not hasattr(request.config, 'workerinput'): return tmp_path_factory.mktemp('mlops-nb-cache')  # not under xdist
+    shared = tmp_path_factory.getbasetemp().parent/'mlops-nb-cache'  # the run's folder, above each worker's: one template for all
+    shared.mkdir(exist_ok=True)  # the template is written to a temp name and renamed: workers racing to build it both succeed
+    return shared
 
 
 @pytest.fixture
